@@ -1,0 +1,1 @@
+//! OCI images: import, safe layer unpacking and the local layer store.

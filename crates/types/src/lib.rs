@@ -1,0 +1,1 @@
+//! Shared types of sandpit: typed IDs, quantities, sandbox states and validation.
