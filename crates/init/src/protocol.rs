@@ -658,9 +658,6 @@ mod tests {
         assert!(s.contains(r#""command":{"argv":["echo","hi"]}"#), "{s}");
         let sig: Envelope =
             serde_json::from_str(r#"{"v":1,"op":"signal","target":{"pid":7},"signal":15}"#).unwrap();
-        assert_eq!(
-            sig.request,
-            Request::Signal { target: ProcSelector::Pid(7), signal: 15, group: true }
-        );
+        assert_eq!(sig.request, Request::Signal { target: ProcSelector::Pid(7), signal: 15, group: true });
     }
 }
