@@ -15,7 +15,8 @@ const TARGET: &str = "x86_64-unknown-linux-gnu";
 
 fn main() -> Result<(), Box<dyn Error>> {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
-    let workspace = manifest.parent().and_then(Path::parent).ok_or("crates/runtime is not two levels down")?;
+    let workspace =
+        manifest.parent().and_then(Path::parent).ok_or("crates/runtime is not two levels down")?;
     let init_crate = workspace.join("crates/init");
     println!("cargo:rerun-if-changed={}", init_crate.join("src").display());
     println!("cargo:rerun-if-changed={}", init_crate.join("Cargo.toml").display());

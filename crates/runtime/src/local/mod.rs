@@ -757,8 +757,7 @@ async fn reap(pid: u32, fd: OwnedFd) {
         Ok(_) => {}
         Err(_) => {
             let end = tokio::time::Instant::now() + LIMIT;
-            while Path::new(&format!("/proc/{pid}")).exists() && tokio::time::Instant::now() < end
-            {
+            while Path::new(&format!("/proc/{pid}")).exists() && tokio::time::Instant::now() < end {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }
