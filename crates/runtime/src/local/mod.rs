@@ -117,6 +117,24 @@ impl LocalBackend {
             });
         }
         let layout = Layout::new(root);
+        // Sandbox root is an unprivileged host uid; the OCI runtime mounts the rootfs and init from
+        // inside the user namespace, so every directory above them must be searchable by others.
+        for dir in root.ancestors().skip(1) {
+            if let Ok(meta) = std::fs::metadata(dir)
+                && meta.permissions().mode() & 0o001 == 0
+            {
+                return Err(RuntimeError::Host {
+                    what: "state directory",
+                    detail: format!(
+                        "{} (above {}) is not searchable by other users (mode {:o}); sandboxes run as an \
+                         unprivileged host uid that must traverse it: `chmod o+x` it or choose another directory",
+                        dir.display(),
+                        root.display(),
+                        meta.permissions().mode() & 0o7777
+                    ),
+                });
+            }
+        }
         for d in [root.clone(), layout.sandboxes(), layout.runtime_root(), layout.bin()] {
             make_dir(&d)?;
             std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o711))
@@ -272,20 +290,26 @@ impl LocalBackend {
 
     /// Stops the container and unmounts everything of the sandbox; keeps its files.
     async fn stop_container(&self, id: &SandboxId, paths: &SandboxPaths) -> Result<()> {
-        // Hold the container init by pidfd before killing it, so that it can be waited for and
-        // reaped: "no process remains" includes the zombie.
+        // Hold the container init by pidfd, kill it (which ends every process of its pid
+        // namespace) and wait for that before asking the OCI runtime to delete the container:
+        // `runc delete --force` would otherwise poll for the exit in 100 ms steps. Then reap it:
+        // "no process remains" includes the zombie.
         let init = std::fs::read_to_string(&paths.pid_file)
             .ok()
             .and_then(|t| t.trim().parse::<u32>().ok())
             .filter(|pid| process_in_cgroup(*pid, id.as_str()))
             .and_then(|pid| pidfd(pid).map(|fd| (pid, fd)));
+        let init = match init {
+            Some((pid, fd)) => Some((pid, kill_and_wait(pid, fd).await)),
+            None => None,
+        };
         // The runtime keeps a state directory per container; without one there is nothing to
         // delete (and no need to run the binary).
         if self.layout.runtime_root().join(id.as_str()).exists() {
             self.oci.delete(id).await?;
         }
-        if let Some((pid, fd)) = init {
-            reap(pid, fd).await;
+        if let Some((pid, Some(afd))) = init {
+            reap(pid, afd).await;
         }
         let p = paths.clone();
         blocking(move || {
@@ -736,30 +760,28 @@ fn process_in_cgroup(pid: u32, name: &str) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|cg| cg.contains(name))
 }
 
-/// Waits for a killed container init to exit and reaps it. The backend is the child subreaper of
-/// the containers it starts, so it is normally their parent; after a restart an adopted
-/// container's parent is the host's init, and then this waits (a bounded time) for that to reap.
-async fn reap(pid: u32, fd: OwnedFd) {
-    use rustix::process::{WaitId, WaitIdOptions, waitid};
-    const LIMIT: Duration = Duration::from_secs(5);
+/// Sends SIGKILL through the pidfd and waits (a bounded time) for the process to exit. Returns
+/// the registered pidfd for reaping, or `None` if it could not be watched.
+async fn kill_and_wait(pid: u32, fd: OwnedFd) -> Option<tokio::io::unix::AsyncFd<OwnedFd>> {
+    let _ = rustix::process::pidfd_send_signal(&fd, rustix::process::Signal::KILL);
     // SAFETY: `fd` is an owned pidfd handed to the AsyncFd; nothing else closes it meanwhile.
-    let afd = match unsafe {
-        tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
-    } {
-        Ok(a) => a,
-        Err(_) => return,
-    };
-    if tokio::time::timeout(LIMIT, afd.readable()).await.is_err() {
-        warn!(pid, "container init did not exit after being killed");
-        return;
+    let afd = unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .ok()?;
+    if tokio::time::timeout(Duration::from_secs(5), afd.readable()).await.is_err() {
+        warn!(pid, "container init did not exit after SIGKILL");
     }
-    match waitid(WaitId::PidFd(afd.get_ref().as_fd()), WaitIdOptions::EXITED | WaitIdOptions::NOHANG) {
-        Ok(_) => {}
-        Err(_) => {
-            let end = tokio::time::Instant::now() + LIMIT;
-            while Path::new(&format!("/proc/{pid}")).exists() && tokio::time::Instant::now() < end {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+    Some(afd)
+}
+
+/// Reaps an exited container init. The backend is the child subreaper of the containers it
+/// starts, so it is normally their parent; after a restart an adopted container's parent is the
+/// host's init, and then this waits (a bounded time) for that to reap it.
+async fn reap(pid: u32, afd: tokio::io::unix::AsyncFd<OwnedFd>) {
+    use rustix::process::{WaitId, WaitIdOptions, waitid};
+    if waitid(WaitId::PidFd(afd.get_ref().as_fd()), WaitIdOptions::EXITED | WaitIdOptions::NOHANG).is_err() {
+        let end = tokio::time::Instant::now() + Duration::from_secs(5);
+        while Path::new(&format!("/proc/{pid}")).exists() && tokio::time::Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 }

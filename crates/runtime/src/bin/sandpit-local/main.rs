@@ -8,6 +8,7 @@
 //! sandpit-local --root DIR --images DIR pause|resume|destroy|status ID
 //! sandpit-local --root DIR --images DIR exec ID -- ARGV...
 //! sandpit-local --root DIR --images DIR list|recover
+//! sandpit-local --root DIR --images DIR bench IMAGE ROOTFS_DIR [--idle N]
 //! ```
 //! `SANDPIT_UID_BASE` sets the host uid of sandbox root (default 1000000).
 
@@ -69,7 +70,8 @@ async fn run(args: Args) -> Result<i32, String> {
         println!("{}", rec.manifest_digest);
         return Ok(0);
     }
-    let backend = LocalBackend::open(LocalConfig::new(&args.root), store).map_err(|e| e.to_string())?;
+    let backend =
+        Arc::new(LocalBackend::open(LocalConfig::new(&args.root), store).map_err(|e| e.to_string())?);
     let json = |v: &dyn erased::Json| println!("{}", v.to_json());
     match verb {
         "recover" => json(&backend.recover().await.map_err(|e| e.to_string())?),
@@ -89,6 +91,20 @@ async fn run(args: Args) -> Result<i32, String> {
         "destroy" => backend.destroy(&id_arg(&args.rest, 1)?).await.map_err(|e| e.to_string())?,
         "status" => json(&backend.status(&id_arg(&args.rest, 1)?).await.map_err(|e| e.to_string())?),
         "list" => json(&backend.list().await.map_err(|e| e.to_string())?),
+        "bench" => {
+            let image = args.rest.get(1).ok_or("missing image")?.clone();
+            let rootfs =
+                PathBuf::from(args.rest.get(2).ok_or("missing rootfs dir for the raw runc baseline")?);
+            let idle = args
+                .rest
+                .iter()
+                .position(|a| a == "--idle")
+                .and_then(|i| args.rest.get(i + 1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(200);
+            let report = bench::run(&backend, &args.root, &image, &rootfs, idle).await?;
+            println!("{report}");
+        }
         "exec" => {
             let id = id_arg(&args.rest, 1)?;
             let client = backend.init(&id).await.map_err(|e| e.to_string())?;
@@ -113,6 +129,8 @@ async fn run(args: Args) -> Result<i32, String> {
     }
     Ok(0)
 }
+
+mod bench;
 
 /// Printing any serializable answer as one JSON line.
 mod erased {
