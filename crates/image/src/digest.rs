@@ -19,6 +19,11 @@ impl Sha256Digest {
         Self(Sha256::digest(data).into())
     }
 
+    /// A digest from its raw bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
     /// The 64 lowercase hex digits, without the `sha256:` prefix (used as file names in the store).
     pub fn hex(&self) -> String {
         hex::encode(self.0)

@@ -7,6 +7,7 @@
 //!
 //! The API is blocking; async callers run it on `spawn_blocking`.
 
+pub mod build;
 pub mod digest;
 pub mod error;
 pub mod idshift;
@@ -20,6 +21,7 @@ pub mod unpack;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 
+pub use build::{RunConfig, import_directory};
 pub use digest::Sha256Digest;
 pub use error::{DigestSubject, ImageError, LayoutProblem, UnsafePathReason};
 pub use idshift::{IdShift, IdShiftError};

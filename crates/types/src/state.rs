@@ -20,7 +20,9 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// Where a sandbox is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum SandboxState {
     /// Being prepared: image, disk, container.
@@ -93,6 +95,11 @@ impl SandboxState {
     /// All states.
     pub const ALL: [SandboxState; 5] =
         [Self::Provisioning, Self::Running, Self::Paused, Self::Terminated, Self::Failed];
+
+    /// Parses the snake_case name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
 
     /// The snake_case name.
     pub fn as_str(self) -> &'static str {

@@ -1,0 +1,640 @@
+//! The application layer: sandbox workflows over the store (desired and observed state) and the
+//! backend. HTTP handlers parse, authorize and call one function here.
+//!
+//! ```text
+//!  create ─► provisioning ──(backend.create ok)──► running ──(pause)──► paused
+//!                 │ error                             │  ▲                │
+//!                 ▼                                   │  └───(resume)─────┘
+//!               failed                                │ timeout, exit, delete
+//!                                                     ▼
+//!                                                 terminated   (paused ─► terminated on delete,
+//!                                                               retention)
+//! ```
+//!
+//! Every change goes through `SandboxState::apply` (the one transition table) and
+//! `Store::update_sandbox` (optimistic, with its event, in one transaction). The desired state is
+//! written before the backend is asked to act, so that startup recovery ([`crate::reconcile`])
+//! can finish the work after a crash. Operations on one sandbox are serialized by a per-sandbox
+//! lock; the backend serializes them too.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use sandpit_image::ImageStore;
+use sandpit_runtime::{Backend, RuntimeError, SandboxSpec};
+use sandpit_store::{Desired, NewEvent, Project, ProjectId, SandboxFilter, SandboxRecord, Store};
+use sandpit_types::api::{CreateSandbox, Page, SandboxEventView, SandboxView};
+use sandpit_types::{ApiError, SandboxEvent, SandboxId, SandboxState};
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::auth::Caller;
+use crate::config::ServerConfig;
+use crate::error::{AppError, AppResult};
+use crate::hub::EventHub;
+use crate::metrics::Metrics;
+
+/// Shared state of the server.
+pub struct App {
+    /// Configuration.
+    pub config: ServerConfig,
+    /// Persistence.
+    pub store: Arc<dyn Store>,
+    /// Runs sandboxes.
+    pub backend: Arc<dyn Backend>,
+    /// Local images.
+    pub images: Arc<ImageStore>,
+    /// Live events.
+    pub hub: EventHub,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+    /// Cancelled on shutdown.
+    pub shutdown: CancellationToken,
+    /// Background work (provisioning, exit watchers), awaited on shutdown.
+    pub tasks: TaskTracker,
+    locks: Mutex<HashMap<SandboxId, Arc<tokio::sync::Mutex<()>>>>,
+    project_names: RwLock<HashMap<ProjectId, String>>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+/// How long `?wait=true` waits at most.
+const WAIT_LIMIT: Duration = Duration::from_secs(600);
+
+fn now() -> OffsetDateTime {
+    // Millisecond precision, as the store keeps it.
+    let t = OffsetDateTime::now_utc();
+    t.replace_nanosecond(t.nanosecond() / 1_000_000 * 1_000_000).unwrap_or(t)
+}
+
+impl App {
+    /// Assembles the application.
+    pub fn new(
+        config: ServerConfig,
+        store: Arc<dyn Store>,
+        backend: Arc<dyn Backend>,
+        images: Arc<ImageStore>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            store,
+            backend,
+            images,
+            hub: EventHub::default(),
+            metrics: Metrics::new(),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            locks: Mutex::new(HashMap::new()),
+            project_names: RwLock::new(HashMap::new()),
+        })
+    }
+
+    /// The per-sandbox lock.
+    pub fn lock(&self, id: &SandboxId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut m = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(*id).or_default().clone()
+    }
+
+    fn forget_lock(&self, id: &SandboxId) {
+        self.locks.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+
+    /// A project's name (cached).
+    pub async fn project_name(&self, id: ProjectId) -> AppResult<String> {
+        if let Some(n) = self.project_names.read().unwrap_or_else(|p| p.into_inner()).get(&id) {
+            return Ok(n.clone());
+        }
+        let p = self
+            .store
+            .get_project(id)
+            .await?
+            .ok_or_else(|| AppError::internal("project", &"missing project"))?;
+        self.project_names.write().unwrap_or_else(|p| p.into_inner()).insert(id, p.name.clone());
+        Ok(p.name)
+    }
+
+    /// The API view of a record.
+    pub async fn view(&self, r: &SandboxRecord) -> AppResult<SandboxView> {
+        let project = self.project_name(r.project).await?;
+        Ok(SandboxView {
+            id: r.id,
+            name: r.name.clone(),
+            project,
+            state: r.state,
+            state_reason: r.state_reason.clone(),
+            exit_code: r.exit_code,
+            image: r.image.clone(),
+            cpu: r.cpu,
+            memory: r.memory,
+            gpu: r.gpu.clone(),
+            timeout_s: r.timeout_s,
+            keep_running: r.keep_running,
+            created_at: r.created_at,
+            started_at: r.started_at,
+            ends_at: r.ends_at,
+            remaining_s: r.remaining_ms.map(|ms| ms.div_ceil(1000)),
+            paused_at: r.paused_at,
+            terminated_at: r.terminated_at,
+            metadata: r.metadata.clone(),
+        })
+    }
+
+    /// The project a create goes to: the named one, or the key's, or `default`.
+    async fn target_project(&self, caller: &Caller, name: Option<&str>) -> AppResult<Project> {
+        let name = match (name, caller.key_project) {
+            (Some(n), _) => n.to_string(),
+            (None, Some(p)) => return self.store.get_project(p).await?.ok_or_else(|| not_found_project("?")),
+            (None, None) => "default".to_string(),
+        };
+        let project = self.store.project_by_name(&name).await?.ok_or_else(|| not_found_project(&name))?;
+        if !caller.can_access(project.id) {
+            return Err(not_found_project(&name));
+        }
+        Ok(project)
+    }
+
+    /// Finds a sandbox by id or name among what the caller may see; 404 otherwise.
+    pub async fn find(&self, caller: &Caller, id_or_name: &str) -> AppResult<SandboxRecord> {
+        if let Ok(id) = id_or_name.parse::<SandboxId>()
+            && let Some(r) = self.store.get_sandbox(&id).await?
+            && caller.can_access(r.project)
+        {
+            return Ok(r);
+        }
+        if sandpit_types::api::validate_name("name", id_or_name).is_ok() {
+            let filter = SandboxFilter {
+                projects: caller.visible_projects(),
+                states: vec![SandboxState::Provisioning, SandboxState::Running, SandboxState::Paused],
+                metadata: Vec::new(),
+            };
+            let (page, _) = self.store.list_sandboxes(&filter, 1000, None).await?;
+            if let Some(r) = page.into_iter().find(|r| r.name.as_deref() == Some(id_or_name)) {
+                return Ok(r);
+            }
+        }
+        Err(ApiError::sandbox_not_found(id_or_name).into())
+    }
+
+    /// Writes a state change with its event and publishes it. `Stale` means someone else changed
+    /// the sandbox meanwhile, which the per-sandbox lock rules out for lifecycle work.
+    async fn commit(&self, r: &SandboxRecord, event: Option<NewEvent>) -> AppResult<SandboxRecord> {
+        let (stored, ev) = self.store.update_sandbox(r, event).await?;
+        if let Some(ev) = ev {
+            self.hub.publish(&stored.id, &ev);
+        }
+        Ok(stored)
+    }
+
+    /// Applies a lifecycle event to a record (the transition table decides).
+    fn transition(r: &mut SandboxRecord, event: SandboxEvent, reason: Option<String>) -> AppResult<NewEvent> {
+        r.state = r.state.apply(event).map_err(ApiError::from)?;
+        r.state_reason = reason.clone();
+        Ok(NewEvent::state(r.state, reason))
+    }
+
+    /// `POST /v1/sandboxes`.
+    pub async fn create(
+        self: &Arc<Self>,
+        caller: &Caller,
+        req: CreateSandbox,
+        wait: bool,
+    ) -> AppResult<SandboxView> {
+        let limits = &self.config.limits;
+        req.validate(limits)?;
+        let project = self.target_project(caller, req.project.as_deref()).await?;
+        if let Some(g) = &req.gpu {
+            return Err(ApiError::NoGpuCapacity {
+                message: format!(
+                    "no {} GPU is available on this server (no GPUs are configured)",
+                    g.gpu_type
+                ),
+            }
+            .into());
+        }
+        let image = req
+            .image
+            .as_ref()
+            .map(|i| i.reference().to_string())
+            .unwrap_or_else(|| self.config.default_image.clone());
+        let id = SandboxId::generate();
+        let record = SandboxRecord {
+            id,
+            project: project.id,
+            created_by: caller.user.id,
+            name: req.name.clone(),
+            state: SandboxState::Provisioning,
+            state_reason: None,
+            desired: Desired::Running,
+            image,
+            cpu: req.cpu.unwrap_or(limits.cpu_default),
+            memory: req.memory.unwrap_or(limits.memory_default),
+            gpu: None,
+            env: req.env.clone(),
+            command: req.command.clone(),
+            keep_running: req.keep_running,
+            timeout_s: req.timeout_s.unwrap_or(limits.timeout_default_s),
+            metadata: req.metadata.clone(),
+            created_at: now(),
+            started_at: None,
+            ends_at: None,
+            remaining_ms: None,
+            paused_at: None,
+            terminated_at: None,
+            exit_code: None,
+            credentials: None,
+            generation: 1,
+        };
+        let mut events = self.hub.subscribe(&id);
+        let ev =
+            self.store.insert_sandbox(&record, NewEvent::state(SandboxState::Provisioning, None)).await?;
+        self.hub.publish(&id, &ev);
+        info!(sandbox_id = %id, project = %project.name, image = %record.image, "sandbox created");
+        self.spawn_provision(id, Instant::now());
+        if wait {
+            let deadline = tokio::time::Instant::now() + WAIT_LIMIT;
+            loop {
+                let current = self
+                    .store
+                    .get_sandbox(&id)
+                    .await?
+                    .ok_or_else(|| ApiError::sandbox_not_found(id.to_string()))?;
+                if current.state != SandboxState::Provisioning {
+                    return self.view(&current).await;
+                }
+                match tokio::time::timeout_at(deadline, events.recv()).await {
+                    Ok(Ok(_)) | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
+                    Ok(Err(_)) | Err(_) => return self.view(&current).await,
+                }
+            }
+        }
+        self.view(&record).await
+    }
+
+    /// Provisions in the background.
+    pub fn spawn_provision(self: &Arc<Self>, id: SandboxId, started: Instant) {
+        let app = Arc::clone(self);
+        self.tasks.spawn(async move {
+            if let Err(e) = app.provision(id, started).await {
+                warn!(sandbox_id = %id, error = ?e.0, "provisioning failed to record its outcome");
+            }
+        });
+    }
+
+    /// The runtime spec of a record.
+    fn runtime_spec(&self, r: &SandboxRecord) -> SandboxSpec {
+        let mut spec = SandboxSpec::new(r.id, r.image.clone());
+        spec.cpu = r.cpu;
+        spec.memory = r.memory;
+        spec.pids_limit = self.config.sandbox_pids;
+        spec.disk = self.config.sandbox_disk;
+        spec.env = r.env.clone();
+        spec.entrypoint = r.command.clone();
+        spec.keep_running = r.keep_running;
+        spec.log_max_bytes = self.config.log_max_bytes;
+        spec
+    }
+
+    /// Creates the sandbox on the backend and records the outcome. Idempotent: does nothing
+    /// unless the sandbox is provisioning and meant to run.
+    async fn provision(self: &Arc<Self>, id: SandboxId, started: Instant) -> AppResult<()> {
+        let lock = self.lock(&id);
+        let _g = lock.lock().await;
+        let Some(mut r) = self.store.get_sandbox(&id).await? else { return Ok(()) };
+        if r.state != SandboxState::Provisioning || r.desired != Desired::Running {
+            return Ok(());
+        }
+        let result = self.backend.create(self.runtime_spec(&r)).await;
+        match result {
+            Ok(status) => {
+                let ev = Self::transition(&mut r, SandboxEvent::Provisioned, None)?;
+                let t = now();
+                r.started_at = Some(t);
+                r.ends_at =
+                    Some(t + time::Duration::seconds(i64::try_from(r.timeout_s).unwrap_or(i64::MAX / 4)));
+                let r = self.commit(&r, Some(ev)).await?;
+                self.metrics.observe_create(started.elapsed());
+                info!(sandbox_id = %id, "sandbox running");
+                if status.phase == sandpit_runtime::Phase::Exited {
+                    drop(_g);
+                    self.on_exit(id, status.exit).await?;
+                } else {
+                    self.watch_exit(r.id);
+                }
+            }
+            Err(e) => {
+                let reason = failure_reason(&e);
+                warn!(sandbox_id = %id, error = %e, "provisioning failed");
+                let ev = Self::transition(&mut r, SandboxEvent::ProvisionFailed, Some(reason))?;
+                r.terminated_at = Some(now());
+                self.commit(&r, Some(ev)).await?;
+                // Nothing is left of a failed create on the backend; make sure.
+                let _ = self.backend.destroy(&id).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Watches a running sandbox's workload and ends the sandbox when it exits.
+    pub fn watch_exit(self: &Arc<Self>, id: SandboxId) {
+        let app = Arc::clone(self);
+        self.tasks.spawn(async move {
+            let exit = tokio::select! {
+                r = app.backend.wait_exit(&id) => r,
+                () = app.shutdown.cancelled() => return,
+            };
+            match exit {
+                Ok(exit) => {
+                    if let Err(e) = app.on_exit(id, Some(exit)).await {
+                        warn!(sandbox_id = %id, error = ?e.0, "could not record a workload exit");
+                    }
+                }
+                // Paused or deleted meanwhile: nothing to watch.
+                Err(RuntimeError::WrongState { .. } | RuntimeError::NotFound(_)) => {}
+                Err(e) => warn!(sandbox_id = %id, error = %e, "watching the workload failed"),
+            }
+        });
+    }
+
+    /// The workload of a running sandbox exited: terminate it (reason `exit`, its code kept).
+    pub async fn on_exit(
+        self: &Arc<Self>,
+        id: SandboxId,
+        exit: Option<sandpit_runtime::WorkloadExit>,
+    ) -> AppResult<()> {
+        let lock = self.lock(&id);
+        let _g = lock.lock().await;
+        let Some(mut r) = self.store.get_sandbox(&id).await? else { return Ok(()) };
+        if r.state != SandboxState::Running {
+            return Ok(());
+        }
+        // Confirm with the backend: a pause also ends the container's processes.
+        match self.backend.status(&id).await {
+            Ok(s) if s.phase == sandpit_runtime::Phase::Exited => {}
+            Ok(_) => return Ok(()),
+            Err(RuntimeError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let status = exit.as_ref().and_then(|e| e.status);
+        r.exit_code = status.and_then(|s| s.code.or(s.signal.map(|sig| 128 + sig)));
+        let reason = match exit.as_ref().and_then(|e| e.error.clone()) {
+            Some(err) => format!("exit: {err}"),
+            None => "exit".to_string(),
+        };
+        self.end(&mut r, SandboxEvent::Terminate, reason).await
+    }
+
+    /// Ends a sandbox: keeps its logs, removes it from the backend, records the final state.
+    /// Caller holds the lock.
+    async fn end(&self, r: &mut SandboxRecord, event: SandboxEvent, reason: String) -> AppResult<()> {
+        self.archive_logs(&r.id).await;
+        if let Err(e) = self.backend.destroy(&r.id).await {
+            // Keep the record as it is; recovery and the next attempt retry the delete.
+            return Err(AppError::internal("delete sandbox", &e));
+        }
+        let ev = Self::transition(r, event, Some(reason.clone()))?;
+        let t = now();
+        r.terminated_at = Some(t);
+        if r.state == SandboxState::Terminated || r.state == SandboxState::Failed {
+            r.ends_at = None;
+            r.remaining_ms = None;
+        }
+        r.desired = Desired::Deleted;
+        self.commit(r, Some(ev)).await?;
+        info!(sandbox_id = %r.id, state = %r.state, reason = %reason, "sandbox ended");
+        Ok(())
+    }
+
+    /// Copies the backend's log of a sandbox to the archive, so it outlives the sandbox.
+    async fn archive_logs(&self, id: &SandboxId) {
+        let path = self.config.logs_dir().join(format!("{id}.log"));
+        let mut out = Vec::new();
+        let mut offset = 0;
+        loop {
+            match self.backend.read_logs(id, offset, 1 << 20).await {
+                Ok(chunk) if !chunk.records.is_empty() => {
+                    for rec in &chunk.records {
+                        if let Ok(mut line) = serde_json::to_vec(rec) {
+                            line.push(b'\n');
+                            out.extend_from_slice(&line);
+                        }
+                    }
+                    offset = chunk.next_offset;
+                }
+                _ => break,
+            }
+        }
+        if out.is_empty() {
+            return;
+        }
+        if let Err(e) = tokio::fs::write(&path, &out).await {
+            warn!(sandbox_id = %id, error = %e, "could not archive logs");
+        }
+    }
+
+    /// `DELETE /v1/sandboxes/{id}`: idempotent.
+    pub async fn delete(&self, caller: &Caller, id_or_name: &str) -> AppResult<()> {
+        let r = self.find(caller, id_or_name).await?;
+        self.delete_record(r.id, "deleted").await
+    }
+
+    /// Deletes a sandbox for `reason` (`deleted`, `timeout`, `retention`).
+    pub async fn delete_record(&self, id: SandboxId, reason: &str) -> AppResult<()> {
+        let lock = self.lock(&id);
+        let _g = lock.lock().await;
+        let Some(mut r) = self.store.get_sandbox(&id).await? else { return Ok(()) };
+        if r.state.is_final() {
+            return Ok(());
+        }
+        if r.desired != Desired::Deleted {
+            r.desired = Desired::Deleted;
+            r = self.commit(&r, None).await?;
+        }
+        self.end(&mut r, SandboxEvent::Terminate, reason.to_string()).await?;
+        drop(_g);
+        self.forget_lock(&id);
+        Ok(())
+    }
+
+    /// `POST …/pause`.
+    pub async fn pause(&self, caller: &Caller, id_or_name: &str) -> AppResult<SandboxView> {
+        let found = self.find(caller, id_or_name).await?;
+        let lock = self.lock(&found.id);
+        let _g = lock.lock().await;
+        let mut r = self
+            .store
+            .get_sandbox(&found.id)
+            .await?
+            .ok_or_else(|| ApiError::sandbox_not_found(id_or_name))?;
+        r.state.apply(SandboxEvent::Pause).map_err(ApiError::from)?;
+        r.desired = Desired::Paused;
+        let mut r = self.commit(&r, None).await?;
+        if let Err(e) = self.backend.pause(&r.id).await {
+            r.desired = Desired::Running;
+            self.commit(&r, None).await?;
+            return Err(e.into());
+        }
+        let t = now();
+        let ev = Self::transition(&mut r, SandboxEvent::Pause, Some("paused".into()))?;
+        r.remaining_ms = r.ends_at.map(|e| u64::try_from((e - t).whole_milliseconds().max(0)).unwrap_or(0));
+        r.ends_at = None;
+        r.paused_at = Some(t);
+        let r = self.commit(&r, Some(ev)).await?;
+        info!(sandbox_id = %r.id, "sandbox paused");
+        self.view(&r).await
+    }
+
+    /// `POST …/resume`.
+    pub async fn resume(self: &Arc<Self>, caller: &Caller, id_or_name: &str) -> AppResult<SandboxView> {
+        let found = self.find(caller, id_or_name).await?;
+        let lock = self.lock(&found.id);
+        let _g = lock.lock().await;
+        let mut r = self
+            .store
+            .get_sandbox(&found.id)
+            .await?
+            .ok_or_else(|| ApiError::sandbox_not_found(id_or_name))?;
+        r.state.apply(SandboxEvent::Resume).map_err(ApiError::from)?;
+        r.desired = Desired::Running;
+        let mut r = self.commit(&r, None).await?;
+        let status = match self.backend.resume(&r.id).await {
+            Ok(s) => s,
+            Err(e) => {
+                r.desired = Desired::Paused;
+                self.commit(&r, None).await?;
+                return Err(e.into());
+            }
+        };
+        let t = now();
+        let ev = Self::transition(&mut r, SandboxEvent::Resume, Some("resumed".into()))?;
+        let remaining = r.remaining_ms.unwrap_or(r.timeout_s * 1000);
+        r.ends_at = Some(t + time::Duration::milliseconds(i64::try_from(remaining).unwrap_or(i64::MAX / 4)));
+        r.remaining_ms = None;
+        r.paused_at = None;
+        r.started_at = Some(t);
+        let r = self.commit(&r, Some(ev)).await?;
+        info!(sandbox_id = %r.id, "sandbox resumed");
+        drop(_g);
+        if status.phase == sandpit_runtime::Phase::Exited {
+            self.on_exit(r.id, status.exit).await?;
+        } else {
+            self.watch_exit(r.id);
+        }
+        let r =
+            self.store.get_sandbox(&r.id).await?.ok_or_else(|| ApiError::sandbox_not_found(id_or_name))?;
+        self.view(&r).await
+    }
+
+    /// `POST …/timeout`: the deadline becomes now + `timeout_s` (running), or the remaining
+    /// running time becomes `timeout_s` (paused).
+    pub async fn set_timeout(
+        &self,
+        caller: &Caller,
+        id_or_name: &str,
+        timeout_s: u64,
+    ) -> AppResult<SandboxView> {
+        self.config.limits.check_timeout("timeout_s", timeout_s)?;
+        let found = self.find(caller, id_or_name).await?;
+        let lock = self.lock(&found.id);
+        let _g = lock.lock().await;
+        let mut r = self
+            .store
+            .get_sandbox(&found.id)
+            .await?
+            .ok_or_else(|| ApiError::sandbox_not_found(id_or_name))?;
+        match r.state {
+            SandboxState::Running | SandboxState::Provisioning => {
+                r.ends_at =
+                    Some(now() + time::Duration::seconds(i64::try_from(timeout_s).unwrap_or(i64::MAX / 4)));
+            }
+            SandboxState::Paused => r.remaining_ms = Some(timeout_s * 1000),
+            s => {
+                return Err(ApiError::WrongState {
+                    state: s,
+                    message: format!("cannot set the timeout of a sandbox that is {s}"),
+                }
+                .into());
+            }
+        }
+        if r.state == SandboxState::Provisioning {
+            // Provisioning sets the deadline from timeout_s when it finishes.
+            r.ends_at = None;
+        }
+        r.timeout_s = timeout_s;
+        let r = self.commit(&r, None).await?;
+        self.view(&r).await
+    }
+
+    /// `GET /v1/sandboxes`.
+    pub async fn list(
+        &self,
+        caller: &Caller,
+        project: Option<&str>,
+        states: Vec<SandboxState>,
+        metadata: Vec<(String, String)>,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> AppResult<Page<SandboxView>> {
+        let projects = match project {
+            Some(name) => {
+                let p = self.store.project_by_name(name).await?;
+                match p {
+                    Some(p) if caller.can_access(p.id) => Some(vec![p.id]),
+                    _ => Some(Vec::new()),
+                }
+            }
+            None => caller.visible_projects(),
+        };
+        let filter = SandboxFilter { projects, states, metadata };
+        let (rows, next) = self.store.list_sandboxes(&filter, limit, cursor).await?;
+        let mut items = Vec::with_capacity(rows.len());
+        for r in &rows {
+            items.push(self.view(r).await?);
+        }
+        Ok(Page { items, next_cursor: next })
+    }
+
+    /// The events of a sandbox after `after`.
+    pub async fn events(&self, id: &SandboxId, after: u64) -> AppResult<Vec<SandboxEventView>> {
+        Ok(self.store.list_events(id, after, 1000).await?)
+    }
+
+    /// The init client of a running sandbox.
+    pub async fn init(&self, r: &SandboxRecord) -> AppResult<sandpit_runtime::InitClient> {
+        if r.state != SandboxState::Running {
+            return Err(ApiError::WrongState {
+                state: r.state,
+                message: format!("sandbox {} is {}, not running", r.id, r.state),
+            }
+            .into());
+        }
+        match self.backend.init(&r.id).await {
+            Ok(c) => Ok(c),
+            Err(RuntimeError::WrongState { .. } | RuntimeError::NotFound(_)) => {
+                Err(ApiError::Unavailable { message: format!("sandbox {} is not running on its host", r.id) }
+                    .into())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+fn not_found_project(name: &str) -> AppError {
+    ApiError::NotFound { what: "project", id: name.to_string() }.into()
+}
+
+/// The reason recorded when provisioning fails: a stable code first, then the details.
+pub fn failure_reason(e: &RuntimeError) -> String {
+    match e {
+        RuntimeError::Image(sandpit_image::ImageError::NotFound { .. }) => format!("image_not_found: {e}"),
+        RuntimeError::Image(_) => format!("image_error: {e}"),
+        RuntimeError::InvalidSpec { .. } => format!("invalid_spec: {e}"),
+        _ => format!("runtime_error: {e}"),
+    }
+}

@@ -1,0 +1,170 @@
+//! Server configuration: defaults < TOML file < `SANDPIT_*` environment < command-line flags
+//! (the flags are applied by the CLI).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use sandpit_types::ByteSize;
+use sandpit_types::api::Limits;
+use serde::{Deserialize, Serialize};
+
+/// Default listening address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7700";
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/sandpit";
+/// The image built at first start, used when a create names none.
+pub const DEFAULT_IMAGE: &str = "sandpit/busybox:latest";
+
+/// Everything `sandpit serve` can be configured with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address of the HTTP API.
+    pub listen: SocketAddr,
+    /// Where the database, images, sandboxes and logs live.
+    pub data_dir: PathBuf,
+    /// Bounds and defaults of sandbox requests.
+    pub limits: Limits,
+    /// Image used when a create names none.
+    pub default_image: String,
+    /// How long a paused sandbox is kept before it is deleted (seconds).
+    pub paused_retention_s: u64,
+    /// OCI runtime binary.
+    pub oci_runtime: PathBuf,
+    /// Host uid (and gid) that sandbox root maps to.
+    pub uid_base: u32,
+    /// Size of each sandbox's writable disk.
+    pub sandbox_disk: ByteSize,
+    /// Most processes per sandbox.
+    pub sandbox_pids: u32,
+    /// Most bytes of workload log kept per sandbox.
+    pub log_max_bytes: u64,
+    /// Largest JSON request body.
+    pub max_body_bytes: usize,
+    /// Largest file upload.
+    pub max_upload_bytes: u64,
+    /// Where `serve` writes the first API key for the CLI (mode 0600). Default:
+    /// `$HOME/.config/sandpit/credentials.json`.
+    pub credentials_file: Option<PathBuf>,
+    /// Whether the sandbox feature (API routes and UI section) is on.
+    pub enable_sandbox: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 7700))),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            limits: Limits::default(),
+            default_image: DEFAULT_IMAGE.to_string(),
+            paused_retention_s: 7 * 24 * 3600,
+            oci_runtime: PathBuf::from("runc"),
+            uid_base: 1_000_000,
+            sandbox_disk: ByteSize::gib(10),
+            sandbox_pids: 1024,
+            log_max_bytes: 10 << 20,
+            max_body_bytes: 1 << 20,
+            max_upload_bytes: 16 << 30,
+            credentials_file: None,
+            enable_sandbox: true,
+        }
+    }
+}
+
+/// A configuration that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(#[from] Box<figment::Error>);
+
+impl ServerConfig {
+    /// Defaults, then `file` (TOML) if given, then `SANDPIT_*` variables (nested keys with `__`,
+    /// e.g. `SANDPIT_LIMITS__TIMEOUT_MAX_S`).
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut f = Figment::from(Serialized::defaults(Self::default()));
+        if let Some(path) = file {
+            f = f.merge(Toml::file_exact(path));
+        }
+        f = f.merge(
+            Env::prefixed("SANDPIT_")
+                .split("__")
+                // Variables of the CLI and of bootstrap, not configuration keys.
+                .ignore(&["URL", "API_KEY", "BOOTSTRAP_KEY", "FAILPOINT", "CONFIG"]),
+        );
+        f.extract().map_err(|e| ConfigError(Box::new(e)))
+    }
+
+    /// The database file.
+    pub fn database(&self) -> PathBuf {
+        self.data_dir.join("sandpit.db")
+    }
+
+    /// The image store.
+    pub fn images_dir(&self) -> PathBuf {
+        self.data_dir.join("images")
+    }
+
+    /// The local runtime's state.
+    pub fn runtime_dir(&self) -> PathBuf {
+        self.data_dir.join("runtime")
+    }
+
+    /// Archived logs of ended sandboxes.
+    pub fn logs_dir(&self) -> PathBuf {
+        self.data_dir.join("logs")
+    }
+
+    /// Where the CLI credentials go.
+    pub fn credentials_path(&self) -> PathBuf {
+        self.credentials_file.clone().unwrap_or_else(default_credentials_path)
+    }
+}
+
+/// `$HOME/.config/sandpit/credentials.json` (the CLI reads the same path).
+pub fn default_credentials_path() -> PathBuf {
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
+    home.join(".config/sandpit/credentials.json")
+}
+
+/// What `serve` writes for the CLI.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credentials {
+    /// The server's base URL.
+    pub url: String,
+    /// The API key.
+    pub api_key: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own error type.
+    fn file_then_environment_override_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sandpit.toml");
+        std::fs::write(&file, "listen = \"0.0.0.0:9000\"\n[limits]\ntimeout_default_s = 60\n").unwrap();
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SANDPIT_DATA_DIR", "/srv/sandpit");
+            jail.set_env("SANDPIT_LIMITS__TIMEOUT_MAX_S", "120");
+            let c = ServerConfig::load(Some(&file)).map_err(|e| e.to_string())?;
+            assert_eq!(c.listen.to_string(), "0.0.0.0:9000");
+            assert_eq!(c.data_dir, PathBuf::from("/srv/sandpit"));
+            assert_eq!(c.limits.timeout_default_s, 60);
+            assert_eq!(c.limits.timeout_max_s, 120);
+            assert_eq!(c.default_image, DEFAULT_IMAGE);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sandpit.toml");
+        std::fs::write(&file, "lisen = \"0.0.0.0:9000\"\n").unwrap();
+        let e = ServerConfig::load(Some(&file)).unwrap_err();
+        assert!(e.to_string().contains("lisen"), "{e}");
+    }
+}

@@ -1,0 +1,131 @@
+//! The HTTP API: thin handlers that parse, authorize, call the application layer and map the
+//! result. The OpenAPI document is generated from the handlers' annotations.
+
+// The OpenAPI path macros expand parameter types with their full paths.
+#![allow(unused_qualifications)]
+
+mod extract;
+mod files;
+mod sandboxes;
+mod streams;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use sandpit_types::api::{Health, ProjectView};
+use sandpit_types::{ApiError, ErrorBody};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::App;
+use crate::auth::Caller;
+use crate::error::{AppError, AppResult};
+
+pub use extract::ApiJson;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "sandpit",
+        description = "Self-hostable GPU-capable sandboxes. Authenticate with `Authorization: Bearer <key>`.\n\nErrors are `{\"code\", \"message\", \"field\"?}` with the matching status.",
+        license(name = "Apache-2.0")
+    ),
+    components(schemas(ErrorBody)),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        if let Some(c) = openapi.components.as_mut() {
+            c.add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+        }
+    }
+}
+
+/// The API's routes (without state) and the OpenAPI document they make.
+fn api() -> (Router<Arc<App>>, utoipa::openapi::OpenApi) {
+    let (api, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(sandboxes::create, sandboxes::list))
+        .routes(routes!(sandboxes::get, sandboxes::delete))
+        .routes(routes!(sandboxes::pause))
+        .routes(routes!(sandboxes::resume))
+        .routes(routes!(sandboxes::set_timeout))
+        .routes(routes!(sandboxes::exec))
+        .routes(routes!(files::list, files::remove))
+        .routes(routes!(files::stat))
+        .routes(routes!(files::download, files::upload))
+        .routes(routes!(files::mkdir))
+        .routes(routes!(files::move_path))
+        .routes(routes!(streams::logs))
+        .routes(routes!(streams::events))
+        .routes(routes!(projects))
+        .split_for_parts();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_string();
+    (api, doc)
+}
+
+/// The OpenAPI document, as committed in `openapi/sandpit.json` and served at
+/// `/v1/openapi.json`.
+pub fn openapi_json() -> String {
+    let mut s = api().1.to_pretty_json().unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+/// The API's router.
+pub fn router(app: Arc<App>) -> Router {
+    let body_limit = app.config.max_body_bytes;
+    let json = openapi_json();
+    api()
+        .0
+        .route(
+            "/v1/openapi.json",
+            axum::routing::get(move || async move { ([(header::CONTENT_TYPE, "application/json")], json) }),
+        )
+        .route("/metrics", axum::routing::get(metrics))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(app)
+}
+
+async fn not_found() -> AppError {
+    ApiError::NotFound { what: "route", id: "requested".into() }.into()
+}
+
+/// Liveness.
+#[utoipa::path(get, path = "/healthz", tag = "meta", security(()),
+    responses((status = 200, description = "The server is up", body = Health)))]
+async fn health() -> axum::Json<Health> {
+    axum::Json(Health { status: "ok".into(), version: env!("CARGO_PKG_VERSION").into() })
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render())
+}
+
+/// The projects the caller can see.
+#[utoipa::path(get, path = "/v1/projects", tag = "projects",
+    responses((status = 200, description = "Projects", body = Vec<ProjectView>),
+        (status = 401, description = "No or bad key", body = ErrorBody)))]
+async fn projects(State(app): State<Arc<App>>, caller: Caller) -> AppResult<axum::Json<Vec<ProjectView>>> {
+    let all = app.store.list_projects().await?;
+    Ok(axum::Json(
+        all.into_iter()
+            .filter(|p| caller.can_access(p.id))
+            .map(|p| ProjectView { name: p.name, created_at: p.created_at })
+            .collect(),
+    ))
+}

@@ -1,0 +1,709 @@
+//! Parameters and views of the native HTTP API (`/v1`), with their validation.
+//!
+//! Request types reject unknown fields. Validation lives here (pure) so that the server, the CLI
+//! and the web UI's rules agree; every failure names the field.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+use crate::error::ApiError;
+use crate::id::SandboxId;
+use crate::quantity::{ByteSize, MilliCpu};
+use crate::state::SandboxState;
+
+/// Most metadata labels per sandbox.
+pub const MAX_METADATA: usize = 64;
+/// Longest metadata key or value.
+pub const MAX_METADATA_LEN: usize = 256;
+/// Longest image reference.
+pub const MAX_IMAGE_REF: usize = 512;
+/// Most arguments of a command, and longest total.
+pub const MAX_COMMAND_ARGS: usize = 1024;
+
+/// An image to run: a reference, or a reference with registry credentials.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum ImageSpec {
+    /// `docker.io/library/python:3.12`, `sandpit/base:latest`, or a curated name like `base`.
+    Reference(String),
+    /// A private image.
+    WithCredentials {
+        /// The reference.
+        reference: String,
+        /// Registry user name.
+        #[serde(default)]
+        username: Option<String>,
+        /// Registry password or token; never returned or logged.
+        #[serde(default)]
+        password: Option<String>,
+    },
+}
+
+impl fmt::Debug for ImageSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Reference(r) => f.debug_tuple("Reference").field(r).finish(),
+            Self::WithCredentials { reference, username, password } => f
+                .debug_struct("WithCredentials")
+                .field("reference", reference)
+                .field("username", username)
+                .field("password", &password.as_ref().map(|_| "<redacted>"))
+                .finish(),
+        }
+    }
+}
+
+impl ImageSpec {
+    /// The image reference.
+    pub fn reference(&self) -> &str {
+        match self {
+            Self::Reference(r) | Self::WithCredentials { reference: r, .. } => r,
+        }
+    }
+
+    /// Checks the reference's shape (the registry decides whether it exists).
+    pub fn validate(&self) -> Result<(), ApiError> {
+        let r = self.reference();
+        if r.is_empty() || r.len() > MAX_IMAGE_REF {
+            return Err(ApiError::invalid(
+                "image",
+                format!("image reference must be 1 to {MAX_IMAGE_REF} characters"),
+            ));
+        }
+        if r.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(ApiError::invalid(
+                "image",
+                "image reference must not contain spaces or control characters",
+            ));
+        }
+        if let Self::WithCredentials { username, password, .. } = self
+            && username.is_some() != password.is_some()
+        {
+            return Err(ApiError::invalid(
+                "image.password",
+                "give both image.username and image.password, or neither",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A GPU request: `count` GPUs of `type`, each a `fraction` percent share.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GpuRequest {
+    /// GPU type, e.g. `H100`, `A100-80GB`, `T4`.
+    #[serde(rename = "type")]
+    pub gpu_type: String,
+    /// Number of GPUs (each distinct).
+    #[serde(default = "one")]
+    pub count: u32,
+    /// Share of each GPU in percent: 25, 50, 75 or 100.
+    #[serde(default = "hundred")]
+    pub fraction: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn hundred() -> u32 {
+    100
+}
+
+impl GpuRequest {
+    /// Checks ranges.
+    pub fn validate(&self) -> Result<(), ApiError> {
+        if self.gpu_type.is_empty() || self.gpu_type.len() > 64 {
+            return Err(ApiError::invalid("gpu.type", "GPU type must be 1 to 64 characters"));
+        }
+        if !(1..=8).contains(&self.count) {
+            return Err(ApiError::invalid("gpu.count", "GPU count must be between 1 and 8"));
+        }
+        if ![25, 50, 75, 100].contains(&self.fraction) {
+            return Err(ApiError::invalid("gpu.fraction", "GPU fraction must be 25, 50, 75 or 100"));
+        }
+        Ok(())
+    }
+}
+
+/// `POST /v1/sandboxes`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSandbox {
+    /// A name, unique among the project's sandboxes that are not terminated.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Project name; the key's project or the user's default project when absent.
+    #[serde(default)]
+    pub project: Option<String>,
+    /// The image; the server's default image when absent.
+    #[serde(default)]
+    pub image: Option<ImageSpec>,
+    /// CPU: `"1"`, `"0.5"`, `"500m"`.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, example = "1")]
+    pub cpu: Option<MilliCpu>,
+    /// Memory: `"2Gi"`, `"512Mi"`.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, example = "2Gi")]
+    pub memory: Option<ByteSize>,
+    /// GPU; none when absent.
+    #[serde(default)]
+    pub gpu: Option<GpuRequest>,
+    /// Seconds of running time before the sandbox ends itself (default 3600).
+    #[serde(default)]
+    pub timeout_s: Option<u64>,
+    /// Environment variables.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Replaces the image's workload (entrypoint and cmd).
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// Keep the sandbox up after its workload exits.
+    #[serde(default)]
+    pub keep_running: bool,
+    /// Labels to find it by.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Checks a sandbox or project name: 1–63 of `[a-z0-9-]`, not starting or ending with `-`.
+pub fn validate_name(field: &str, name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            field,
+            format!(
+                "{field} must be 1 to 63 characters of a-z, 0-9 and '-', not starting or ending with '-'"
+            ),
+        ))
+    }
+}
+
+/// Checks metadata labels.
+pub fn validate_metadata(metadata: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    if metadata.len() > MAX_METADATA {
+        return Err(ApiError::invalid("metadata", format!("at most {MAX_METADATA} metadata labels")));
+    }
+    for (k, v) in metadata {
+        if k.is_empty()
+            || k.len() > MAX_METADATA_LEN
+            || k.chars().any(|c| c.is_control() || c == '=' || c == ',')
+        {
+            return Err(ApiError::invalid(
+                format!("metadata.{k}"),
+                format!(
+                    "metadata keys must be 1 to {MAX_METADATA_LEN} characters without '=', ',' or control characters"
+                ),
+            ));
+        }
+        if v.len() > MAX_METADATA_LEN || v.chars().any(char::is_control) {
+            return Err(ApiError::invalid(
+                format!("metadata.{k}"),
+                format!(
+                    "metadata values must be at most {MAX_METADATA_LEN} characters without control characters"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a command vector.
+pub fn validate_command(field: &str, argv: &[String]) -> Result<(), ApiError> {
+    if argv.is_empty() || argv[0].is_empty() {
+        return Err(ApiError::invalid(field, format!("{field} must name a program")));
+    }
+    if argv.len() > MAX_COMMAND_ARGS || argv.iter().map(String::len).sum::<usize>() > 256 * 1024 {
+        return Err(ApiError::invalid(field, format!("{field} is too long")));
+    }
+    if argv.iter().any(|a| a.contains('\0')) {
+        return Err(ApiError::invalid(field, format!("{field} must not contain NUL bytes")));
+    }
+    Ok(())
+}
+
+/// Limits the server applies to sandbox requests (operator configuration).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Limits {
+    /// Default and bounds of `timeout_s`.
+    pub timeout_default_s: u64,
+    /// Smallest timeout.
+    pub timeout_min_s: u64,
+    /// Largest timeout.
+    pub timeout_max_s: u64,
+    /// Default CPU.
+    #[schema(value_type = String)]
+    pub cpu_default: MilliCpu,
+    /// Largest CPU.
+    #[schema(value_type = String)]
+    pub cpu_max: MilliCpu,
+    /// Default memory.
+    #[schema(value_type = String)]
+    pub memory_default: ByteSize,
+    /// Smallest memory.
+    #[schema(value_type = String)]
+    pub memory_min: ByteSize,
+    /// Largest memory.
+    #[schema(value_type = String)]
+    pub memory_max: ByteSize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            timeout_default_s: 3600,
+            timeout_min_s: 1,
+            timeout_max_s: 7 * 24 * 3600,
+            cpu_default: MilliCpu(1000),
+            cpu_max: MilliCpu(64_000),
+            memory_default: ByteSize::gib(1),
+            memory_min: ByteSize::mib(32),
+            memory_max: ByteSize::gib(512),
+        }
+    }
+}
+
+impl Limits {
+    /// Checks a timeout.
+    pub fn check_timeout(&self, field: &str, t: u64) -> Result<(), ApiError> {
+        if t < self.timeout_min_s || t > self.timeout_max_s {
+            return Err(ApiError::invalid(
+                field,
+                format!("{field} must be between {} and {} seconds", self.timeout_min_s, self.timeout_max_s),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl CreateSandbox {
+    /// Checks every field against `limits`.
+    pub fn validate(&self, limits: &Limits) -> Result<(), ApiError> {
+        if let Some(n) = &self.name {
+            validate_name("name", n)?;
+        }
+        if let Some(p) = &self.project {
+            validate_name("project", p)?;
+        }
+        if let Some(i) = &self.image {
+            i.validate()?;
+        }
+        if let Some(c) = self.cpu
+            && (c.0 < 10 || c > limits.cpu_max)
+        {
+            return Err(ApiError::invalid("cpu", format!("cpu must be between 10m and {}", limits.cpu_max)));
+        }
+        if let Some(m) = self.memory
+            && (m < limits.memory_min || m > limits.memory_max)
+        {
+            return Err(ApiError::invalid(
+                "memory",
+                format!("memory must be between {} and {}", limits.memory_min, limits.memory_max),
+            ));
+        }
+        if let Some(g) = &self.gpu {
+            g.validate()?;
+        }
+        if let Some(t) = self.timeout_s {
+            limits.check_timeout("timeout_s", t)?;
+        }
+        crate::env::EnvVars::new(self.env.clone()).map_err(|e| {
+            let field = match &e {
+                crate::env::EnvError::InvalidName(n) | crate::env::EnvError::NulInValue(n) => {
+                    format!("env.{n}")
+                }
+                _ => "env".to_string(),
+            };
+            ApiError::invalid(field, e.to_string())
+        })?;
+        if let Some(c) = &self.command {
+            validate_command("command", c)?;
+        }
+        validate_metadata(&self.metadata)
+    }
+}
+
+/// A sandbox as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SandboxView {
+    /// Its ID (20 characters of `[0-9a-v]`).
+    #[schema(value_type = String, example = "06h275dmnd5n7hp83s3p")]
+    pub id: SandboxId,
+    /// Its name, if given.
+    pub name: Option<String>,
+    /// Its project's name.
+    pub project: String,
+    /// Where it is in its life.
+    pub state: SandboxState,
+    /// Why it is in that state (`timeout`, `exit`, `deleted`, `out_of_funds`, an error message…).
+    pub state_reason: Option<String>,
+    /// The workload's exit code, when it exited.
+    pub exit_code: Option<i32>,
+    /// The image reference (credentials are never shown).
+    pub image: String,
+    /// CPU.
+    #[schema(value_type = String, example = "1")]
+    pub cpu: MilliCpu,
+    /// Memory.
+    #[schema(value_type = String, example = "1Gi")]
+    pub memory: ByteSize,
+    /// GPU, if any.
+    pub gpu: Option<GpuRequest>,
+    /// Its timeout in seconds.
+    pub timeout_s: u64,
+    /// Whether it stays up after its workload exits.
+    pub keep_running: bool,
+    /// Created.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    /// Started (last start or resume).
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub started_at: Option<OffsetDateTime>,
+    /// When it ends itself, while running.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub ends_at: Option<OffsetDateTime>,
+    /// Running time left, while paused.
+    pub remaining_s: Option<u64>,
+    /// Paused, while paused.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub paused_at: Option<OffsetDateTime>,
+    /// Terminated or failed.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub terminated_at: Option<OffsetDateTime>,
+    /// Labels.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// A page of a list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Page<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// `POST /v1/sandboxes/{id}/timeout`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetTimeout {
+    /// Seconds from now (of running time, if paused).
+    pub timeout_s: u64,
+}
+
+/// `POST /v1/sandboxes/{id}/exec`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecRequest {
+    /// Argument vector (`["python3", "-c", "print(1)"]`). Give this or `shell`.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// A shell line, run with `/bin/sh -c`. Give this or `command`.
+    #[serde(default)]
+    pub shell: Option<String>,
+    /// Extra environment.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory.
+    #[serde(default)]
+    pub cwd: Option<String>,
+    /// User to run as (`name`, `uid`, `uid:gid`).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Text given to the command's standard input (then closed).
+    #[serde(default)]
+    pub stdin: Option<String>,
+    /// Kill the command after this many seconds.
+    #[serde(default)]
+    pub timeout_s: Option<u64>,
+    /// Return as soon as it started; it keeps running.
+    #[serde(default)]
+    pub background: bool,
+}
+
+impl ExecRequest {
+    /// Checks the request.
+    pub fn validate(&self) -> Result<(), ApiError> {
+        match (&self.command, &self.shell) {
+            (Some(c), None) => validate_command("command", c)?,
+            (None, Some(s)) if !s.is_empty() && !s.contains('\0') => {}
+            (None, Some(_)) => return Err(ApiError::invalid("shell", "shell must be a non-empty line")),
+            _ => return Err(ApiError::invalid("command", "give exactly one of command and shell")),
+        }
+        crate::env::EnvVars::new(self.env.clone()).map_err(|e| ApiError::invalid("env", e.to_string()))?;
+        if let Some(t) = self.timeout_s
+            && (t == 0 || t > 24 * 3600)
+        {
+            return Err(ApiError::invalid("timeout_s", "timeout_s must be between 1 and 86400"));
+        }
+        Ok(())
+    }
+}
+
+/// The result of a command run to completion (`POST …/exec` without streaming).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ExecResult {
+    /// Process id inside the sandbox.
+    pub pid: u32,
+    /// Exit code, when it exited.
+    pub exit_code: Option<i32>,
+    /// Signal number, when a signal ended it.
+    pub signal: Option<i32>,
+    /// It was killed because its timeout passed.
+    pub timed_out: bool,
+    /// Standard output (invalid UTF-8 replaced); empty for background commands.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+/// One event of a streamed exec (`Accept: application/x-ndjson`), one JSON object per line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum ExecStreamEvent {
+    /// The command started.
+    Started {
+        /// Process id inside the sandbox.
+        pid: u32,
+    },
+    /// Output on stdout (base64).
+    Stdout {
+        /// Base64 bytes.
+        data: String,
+    },
+    /// Output on stderr (base64).
+    Stderr {
+        /// Base64 bytes.
+        data: String,
+    },
+    /// The command ended; the last event.
+    Exited {
+        /// Exit code.
+        exit_code: Option<i32>,
+        /// Signal.
+        signal: Option<i32>,
+        /// Killed by its timeout.
+        timed_out: bool,
+    },
+    /// The stream failed; the last event.
+    Error {
+        /// The error.
+        code: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Kind of a file-system entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FileKindView {
+    /// Regular file.
+    File,
+    /// Directory.
+    Dir,
+    /// Symbolic link.
+    Symlink,
+    /// Anything else.
+    Other,
+}
+
+/// A file-system entry in a sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FileEntryView {
+    /// Last path component.
+    pub name: String,
+    /// Absolute path.
+    pub path: String,
+    /// Kind.
+    pub kind: FileKindView,
+    /// Size in bytes.
+    pub size: u64,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner name (or uid).
+    pub owner: String,
+    /// Group name (or gid).
+    pub group: String,
+    /// Modification time.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub modified_at: OffsetDateTime,
+    /// Target of a symbolic link.
+    pub symlink_target: Option<String>,
+}
+
+/// `POST …/files/mkdir`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MakeDir {
+    /// Directory to create, with its parents.
+    pub path: String,
+}
+
+/// `POST …/files/move`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MovePath {
+    /// Existing path.
+    pub from: String,
+    /// New path.
+    pub to: String,
+}
+
+/// The stream a log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LogStreamView {
+    /// Standard output of the workload.
+    Stdout,
+    /// Standard error of the workload.
+    Stderr,
+    /// sandpit's own messages about the workload.
+    System,
+}
+
+/// One log entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LogEntry {
+    /// When it was written.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub at: OffsetDateTime,
+    /// Which stream.
+    pub stream: LogStreamView,
+    /// The text.
+    pub text: String,
+}
+
+/// `GET …/logs` without `follow`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LogsPage {
+    /// Entries in order.
+    pub entries: Vec<LogEntry>,
+    /// Pass as `offset` to continue.
+    pub next_offset: u64,
+    /// Entries before these were dropped (the log's size bound).
+    pub skipped: bool,
+}
+
+/// What a sandbox event is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// The state changed.
+    State,
+    /// Progress of long work (image pull, provisioning step).
+    Progress,
+}
+
+/// An event of a sandbox (`GET …/events`, server-sent events; also its history).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SandboxEventView {
+    /// Sequence number within the sandbox (increasing).
+    pub seq: u64,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub at: OffsetDateTime,
+    /// What it is about.
+    pub kind: EventKind,
+    /// The new state, for state events.
+    pub state: Option<SandboxState>,
+    /// The reason, for state events.
+    pub reason: Option<String>,
+    /// A human-readable message.
+    pub message: Option<String>,
+    /// Progress details (bytes done/total per layer…), for progress events.
+    #[schema(value_type = Option<Object>)]
+    pub progress: Option<serde_json::Value>,
+}
+
+/// `GET /healthz`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// `ok`.
+    pub status: String,
+    /// Server version.
+    pub version: String,
+}
+
+/// A project as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ProjectView {
+    /// Its name.
+    pub name: String,
+    /// Created.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_rejects_unknown_fields_and_names_bad_fields() {
+        let e = serde_json::from_str::<CreateSandbox>(r#"{"imagee":"x"}"#).unwrap_err();
+        assert!(e.to_string().contains("unknown field"), "{e}");
+        let limits = Limits::default();
+        let bad = |json: &str| {
+            let c: CreateSandbox = serde_json::from_str(json).unwrap();
+            match c.validate(&limits).unwrap_err() {
+                ApiError::InvalidInput { field, .. } => field,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(bad(r#"{"name":"Bad Name"}"#), "name");
+        assert_eq!(bad(r#"{"cpu":"1000"}"#), "cpu");
+        assert_eq!(bad(r#"{"memory":"1Ki"}"#), "memory");
+        assert_eq!(bad(r#"{"timeout_s":0}"#), "timeout_s");
+        assert_eq!(bad(r#"{"env":{"1X":"y"}}"#), "env.1X");
+        assert_eq!(bad(r#"{"gpu":{"type":"H100","fraction":30}}"#), "gpu.fraction");
+        assert_eq!(bad(r#"{"command":[]}"#), "command");
+        assert_eq!(bad(r#"{"image":{"reference":"x","username":"u"}}"#), "image.password");
+        assert_eq!(bad(r#"{"metadata":{"a=b":"c"}}"#), "metadata.a=b");
+        let ok: CreateSandbox = serde_json::from_str(
+            r#"{"name":"web-1","image":"base","cpu":"500m","memory":"512Mi","timeout_s":60,"env":{"A":"1"},"metadata":{"team":"x"}}"#,
+        )
+        .unwrap();
+        ok.validate(&limits).unwrap();
+    }
+
+    #[test]
+    fn image_passwords_never_show_in_debug_output() {
+        let i = ImageSpec::WithCredentials {
+            reference: "r".into(),
+            username: Some("u".into()),
+            password: Some("hunter2".into()),
+        };
+        assert!(!format!("{i:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn exec_needs_exactly_one_of_command_and_shell() {
+        assert!(ExecRequest { shell: Some("ls".into()), ..Default::default() }.validate().is_ok());
+        assert!(ExecRequest::default().validate().is_err());
+        let both =
+            ExecRequest { shell: Some("ls".into()), command: Some(vec!["ls".into()]), ..Default::default() };
+        assert!(both.validate().is_err());
+    }
+}
