@@ -255,6 +255,7 @@ impl App {
         let ev =
             self.store.insert_sandbox(&record, NewEvent::state(SandboxState::Provisioning, None)).await?;
         self.hub.publish(&id, &ev);
+        sandpit_runtime::failpoint::hit("server.create.after_insert");
         info!(sandbox_id = %id, project = %project.name, image = %record.image, "sandbox created");
         self.spawn_provision(id, Instant::now());
         if wait {
@@ -311,6 +312,7 @@ impl App {
             return Ok(());
         }
         let result = self.backend.create(self.runtime_spec(&r)).await;
+        sandpit_runtime::failpoint::hit("server.provision.after_backend");
         match result {
             Ok(status) => {
                 let ev = Self::transition(&mut r, SandboxEvent::Provisioned, None)?;
@@ -394,7 +396,9 @@ impl App {
     /// Caller holds the lock.
     async fn end(&self, r: &mut SandboxRecord, event: SandboxEvent, reason: String) -> AppResult<()> {
         self.archive_logs(&r.id).await;
-        if let Err(e) = self.backend.destroy(&r.id).await {
+        let destroyed = self.backend.destroy(&r.id).await;
+        sandpit_runtime::failpoint::hit("server.end.after_destroy");
+        if let Err(e) = destroyed {
             // Keep the record as it is; recovery and the next attempt retry the delete.
             return Err(AppError::internal("delete sandbox", &e));
         }
@@ -456,6 +460,7 @@ impl App {
             r.desired = Desired::Deleted;
             r = self.commit(&r, None).await?;
         }
+        sandpit_runtime::failpoint::hit("server.delete.after_desired");
         self.end(&mut r, SandboxEvent::Terminate, reason.to_string()).await?;
         drop(_g);
         self.forget_lock(&id);
@@ -475,7 +480,10 @@ impl App {
         r.state.apply(SandboxEvent::Pause).map_err(ApiError::from)?;
         r.desired = Desired::Paused;
         let mut r = self.commit(&r, None).await?;
-        if let Err(e) = self.backend.pause(&r.id).await {
+        sandpit_runtime::failpoint::hit("server.pause.after_desired");
+        let paused = self.backend.pause(&r.id).await;
+        sandpit_runtime::failpoint::hit("server.pause.after_backend");
+        if let Err(e) = paused {
             r.desired = Desired::Running;
             self.commit(&r, None).await?;
             return Err(e.into());
@@ -503,7 +511,10 @@ impl App {
         r.state.apply(SandboxEvent::Resume).map_err(ApiError::from)?;
         r.desired = Desired::Running;
         let mut r = self.commit(&r, None).await?;
-        let status = match self.backend.resume(&r.id).await {
+        sandpit_runtime::failpoint::hit("server.resume.after_desired");
+        let resumed = self.backend.resume(&r.id).await;
+        sandpit_runtime::failpoint::hit("server.resume.after_backend");
+        let status = match resumed {
             Ok(s) => s,
             Err(e) => {
                 r.desired = Desired::Paused;

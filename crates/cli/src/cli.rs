@@ -1,0 +1,247 @@
+//! The command line: `sandpit serve` and the client verbs, as clap definitions.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use sandpit_types::api::GpuRequest;
+use sandpit_types::{ByteSize, MilliCpu, SandboxState};
+
+use crate::parse;
+
+/// Self-hostable sandboxes (optionally with GPUs): run a server, then create, exec into, copy
+/// files to and from, pause, resume and delete sandboxes.
+///
+/// The client verbs find the server and key in $SANDPIT_URL and $SANDPIT_API_KEY, else in
+/// ~/.config/sandpit/credentials.json (written by `sandpit serve` on its first start).
+#[derive(Debug, Parser)]
+#[command(name = "sandpit", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the sandpit server (API and local sandboxes) until SIGTERM or SIGINT; needs root.
+    Serve(ServeArgs),
+    /// Create a sandbox.
+    Create(Box<CreateArgs>),
+    /// List sandboxes, newest first.
+    #[command(visible_alias = "ls")]
+    List(ListArgs),
+    /// Show one sandbox.
+    Get(IdArg),
+    /// Pause a running sandbox: its processes stop and its CPU, memory and GPU are released;
+    /// its disk is kept.
+    Pause(IdArg),
+    /// Resume a paused sandbox over the same disk.
+    Resume(IdArg),
+    /// Delete a sandbox (succeeds for one already ended).
+    #[command(visible_alias = "rm")]
+    Delete(IdArg),
+    /// Set how much more running time a sandbox has before it ends itself.
+    Timeout(TimeoutArgs),
+    /// Run a command in a running sandbox, streaming its output; exits with its exit code.
+    Exec(ExecArgs),
+    /// Print a sandbox's workload log (stderr lines to stderr).
+    Logs(LogsArgs),
+    /// Copy a file into or out of a sandbox: `sandpit cp FILE ID:/path` or `sandpit cp ID:/path FILE`.
+    Cp(CpArgs),
+    /// List the projects the key can see.
+    Projects,
+}
+
+/// Log output format of `serve`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `sandpit serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address of the HTTP API [default: 127.0.0.1:7700, or the config file's].
+    #[arg(long, env = "SANDPIT_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Where the database, images, sandboxes and logs live [default: /var/lib/sandpit].
+    #[arg(long, env = "SANDPIT_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// A TOML configuration file (flags and SANDPIT_* variables override it).
+    #[arg(long, env = "SANDPIT_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log format (the level comes from RUST_LOG, default `info`).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// `sandpit create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Image reference [default: the server's default image].
+    #[arg(long, value_name = "REF")]
+    pub image: Option<String>,
+    /// CPU: `1`, `0.5`, `500m`.
+    #[arg(long, value_parser = parse::cpu)]
+    pub cpu: Option<MilliCpu>,
+    /// Memory: `2Gi`, `512Mi`.
+    #[arg(long, value_parser = parse::memory)]
+    pub memory: Option<ByteSize>,
+    /// GPU: `TYPE[:COUNT][@FRACTION%]`, e.g. `H100`, `A100:2`, `H100@50%`.
+    #[arg(long, value_parser = parse::gpu, value_name = "GPU")]
+    pub gpu: Option<GpuRequest>,
+    /// Running time before it ends itself: seconds or a duration (`3600`, `1h`, `90m`).
+    #[arg(long, value_parser = parse::duration, value_name = "DURATION")]
+    pub timeout: Option<Duration>,
+    /// An environment variable `NAME=VALUE` (repeatable).
+    #[arg(short = 'e', long = "env", value_parser = parse::env_var, value_name = "NAME=VALUE")]
+    pub env: Vec<(String, String)>,
+    /// Project name [default: the key's project, or `default`].
+    #[arg(long)]
+    pub project: Option<String>,
+    /// A name (unique among the project's live sandboxes).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// A label `KEY=VALUE` to find it by (repeatable).
+    #[arg(long, value_parser = parse::label, value_name = "KEY=VALUE")]
+    pub metadata: Vec<(String, String)>,
+    /// Keep the sandbox up after its command exits.
+    #[arg(long)]
+    pub keep_running: bool,
+    /// Wait until it runs (or failed), showing progress; exit non-zero if it failed.
+    #[arg(long)]
+    pub wait: bool,
+    /// The command to run instead of the image's entrypoint (after `--`).
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// `sandpit list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only this project.
+    #[arg(long)]
+    pub project: Option<String>,
+    /// Only these states, comma-separated: provisioning, running, paused, terminated, failed.
+    #[arg(long, value_delimiter = ',', value_parser = parse::state)]
+    pub state: Vec<SandboxState>,
+    /// Only sandboxes with this label, `KEY:VALUE` (repeatable; all must match).
+    #[arg(long, value_parser = parse::label_filter, value_name = "KEY:VALUE")]
+    pub metadata: Vec<(String, String)>,
+    /// Every page, not just the first 100 sandboxes.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// A sandbox by id or name.
+#[derive(Debug, Args)]
+pub struct IdArg {
+    /// Sandbox id or name.
+    #[arg(value_name = "ID")]
+    pub id: String,
+}
+
+/// `sandpit timeout`.
+#[derive(Debug, Args)]
+pub struct TimeoutArgs {
+    /// Sandbox id or name.
+    #[arg(value_name = "ID")]
+    pub id: String,
+    /// Running time from now: seconds or a duration (`600`, `10m`, `2h`).
+    #[arg(value_parser = parse::duration)]
+    pub duration: Duration,
+}
+
+/// `sandpit exec`.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Sandbox id or name.
+    #[arg(value_name = "ID")]
+    pub id: String,
+    /// An environment variable `NAME=VALUE` (repeatable).
+    #[arg(short = 'e', long = "env", value_parser = parse::env_var, value_name = "NAME=VALUE")]
+    pub env: Vec<(String, String)>,
+    /// Working directory inside the sandbox.
+    #[arg(short = 'w', long = "workdir", value_name = "CWD")]
+    pub cwd: Option<String>,
+    /// User to run as (`name`, `uid` or `uid:gid`).
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// Kill the command after this long (exit code 124).
+    #[arg(long, value_parser = parse::duration, value_name = "DURATION")]
+    pub timeout: Option<Duration>,
+    /// Do not send this command's standard input (by default it is read to its end and sent
+    /// when it is not a terminal).
+    #[arg(long)]
+    pub no_stdin: bool,
+    /// The command and its arguments (after `--`).
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// `sandpit logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Sandbox id or name.
+    #[arg(value_name = "ID")]
+    pub id: String,
+    /// Keep printing new entries until the sandbox ends.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+}
+
+/// `sandpit cp`.
+#[derive(Debug, Args)]
+pub struct CpArgs {
+    /// Source: a local file, `-` for standard input, or `ID:/path`.
+    #[arg(value_name = "SRC")]
+    pub src: String,
+    /// Destination: a local file or directory, `-` for standard output, or `ID:/path`.
+    #[arg(value_name = "DST")]
+    pub dst: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn create_takes_its_command_after_a_double_dash() {
+        let cli =
+            Cli::try_parse_from(["sandpit", "create", "--cpu", "0.5", "--", "sh", "-c", "echo hi"]).unwrap();
+        let Command::Create(c) = cli.command else { panic!("not create") };
+        assert_eq!(c.cpu, Some(MilliCpu(500)));
+        assert_eq!(c.command, ["sh", "-c", "echo hi"]);
+    }
+
+    #[test]
+    fn json_is_accepted_after_the_verb() {
+        let cli = Cli::try_parse_from(["sandpit", "list", "--json", "--state", "running,paused"]).unwrap();
+        assert!(cli.json);
+        let Command::List(l) = cli.command else { panic!("not list") };
+        assert_eq!(l.state, [SandboxState::Running, SandboxState::Paused]);
+    }
+
+    #[test]
+    fn a_bad_flag_value_names_the_flag() {
+        let e = Cli::try_parse_from(["sandpit", "create", "--cpu", "lots"]).unwrap_err().to_string();
+        assert!(e.contains("--cpu") && e.contains("CPU amount"), "{e}");
+        let e = Cli::try_parse_from(["sandpit", "create", "--env", "1X=y"]).unwrap_err().to_string();
+        assert!(e.contains("--env") && e.contains("1X"), "{e}");
+    }
+}

@@ -1,0 +1,385 @@
+//! [`Client`]: one method per route of the native API (`/v1`), returning its typed views.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStream, TryStreamExt};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
+use reqwest::{Method, RequestBuilder, Response, Url};
+use sandpit_types::api::{
+    CreateSandbox, ExecRequest, ExecResult, ExecStreamEvent, FileEntryView, Health, LogEntry, LogsPage,
+    MakeDir, MovePath, Page, ProjectView, SandboxEventView, SandboxView, SetTimeout,
+};
+use sandpit_types::{ErrorBody, SandboxState};
+use serde::de::DeserializeOwned;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+use crate::error::{ClientError, Result};
+use crate::stream::{ndjson, sse_events, sse_logs};
+
+/// How long to wait for a TCP connection before saying there is no server.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A stream of items the server sends as they happen.
+pub type ApiStream<T> = BoxStream<'static, Result<T>>;
+
+/// Filters and paging of `GET /v1/sandboxes`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListFilter {
+    /// Only this project.
+    pub project: Option<String>,
+    /// Only these states (any of them).
+    pub states: Vec<SandboxState>,
+    /// Only sandboxes with all of these labels.
+    pub metadata: Vec<(String, String)>,
+    /// Page size (the server's default when absent).
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl ListFilter {
+    fn query(&self) -> Vec<(&'static str, String)> {
+        let mut q = Vec::new();
+        if let Some(p) = &self.project {
+            q.push(("project", p.clone()));
+        }
+        if !self.states.is_empty() {
+            q.push(("state", self.states.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")));
+        }
+        if !self.metadata.is_empty() {
+            q.push((
+                "metadata",
+                self.metadata.iter().map(|(k, v)| format!("{k}:{v}")).collect::<Vec<_>>().join(","),
+            ));
+        }
+        if let Some(l) = self.limit {
+            q.push(("limit", l.to_string()));
+        }
+        if let Some(c) = &self.cursor {
+            q.push(("cursor", c.clone()));
+        }
+        q
+    }
+}
+
+/// A typed client of one sandpit server, authenticated with one API key. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: Url,
+    /// The base URL as given (for messages).
+    shown: String,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("base", &self.shown).finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client of the server at `base_url` (`http://127.0.0.1:7700`) using `api_key`.
+    /// Only plain HTTP is supported.
+    pub fn new(base_url: &str, api_key: &str) -> Result<Self> {
+        let invalid =
+            |reason: &str| ClientError::InvalidUrl { url: base_url.to_string(), reason: reason.to_string() };
+        let base = Url::parse(base_url.trim()).map_err(|e| invalid(&e.to_string()))?;
+        match base.scheme() {
+            "http" => {}
+            "https" => return Err(invalid("https is not supported by this build; use http://")),
+            _ => return Err(invalid("use an http:// URL")),
+        }
+        if base.cannot_be_a_base() || base.host().is_none() {
+            return Err(invalid("it has no host"));
+        }
+        let mut auth =
+            HeaderValue::from_str(&format!("Bearer {api_key}")).map_err(|_| ClientError::InvalidKey)?;
+        auth.set_sensitive(true);
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, auth);
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .user_agent(concat!("sandpit-client/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .no_proxy()
+            .build()
+            .map_err(ClientError::Transport)?;
+        let shown = base.as_str().trim_end_matches('/').to_string();
+        Ok(Self { http, base, shown })
+    }
+
+    /// The server's base URL.
+    pub fn base_url(&self) -> &str {
+        &self.shown
+    }
+
+    fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        url
+    }
+
+    fn sandbox_url(&self, id: &str, rest: &[&str]) -> Url {
+        let mut segments = vec!["v1", "sandboxes", id];
+        segments.extend_from_slice(rest);
+        self.url(&segments)
+    }
+
+    fn request(&self, method: Method, url: Url) -> RequestBuilder {
+        self.http.request(method, url)
+    }
+
+    /// Sends a request; maps transport failures and error statuses.
+    async fn send(&self, req: RequestBuilder) -> Result<Response> {
+        let resp = req.send().await.map_err(|e| ClientError::transport(&self.shown, e))?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        Err(error_from(resp).await)
+    }
+
+    async fn json<T: DeserializeOwned>(&self, req: RequestBuilder) -> Result<T> {
+        let resp = self.send(req).await?;
+        let bytes = resp.bytes().await.map_err(|e| ClientError::transport(&self.shown, e))?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    /// `GET /healthz`: whether the server is up, and its version.
+    pub async fn health(&self) -> Result<Health> {
+        self.json(self.request(Method::GET, self.url(&["healthz"]))).await
+    }
+
+    /// `GET /v1/projects`: the projects the key can see.
+    pub async fn projects(&self) -> Result<Vec<ProjectView>> {
+        self.json(self.request(Method::GET, self.url(&["v1", "projects"]))).await
+    }
+
+    /// `POST /v1/sandboxes`: creates a sandbox. With `wait`, the answer comes once it is running
+    /// or failed; otherwise at once, usually `provisioning`.
+    pub async fn create(&self, req: &CreateSandbox, wait: bool) -> Result<SandboxView> {
+        let mut r = self.request(Method::POST, self.url(&["v1", "sandboxes"])).json(req);
+        if wait {
+            r = r.query(&[("wait", "true")]);
+        }
+        self.json(r).await
+    }
+
+    /// `GET /v1/sandboxes`: one page of sandboxes, newest first.
+    pub async fn list(&self, filter: &ListFilter) -> Result<Page<SandboxView>> {
+        self.json(self.request(Method::GET, self.url(&["v1", "sandboxes"])).query(&filter.query())).await
+    }
+
+    /// Every sandbox matching `filter`, following the pages' cursors.
+    pub async fn list_all(&self, filter: &ListFilter) -> Result<Vec<SandboxView>> {
+        let mut filter = filter.clone();
+        let mut all = Vec::new();
+        loop {
+            let page = self.list(&filter).await?;
+            all.extend(page.items);
+            match page.next_cursor {
+                Some(c) if filter.cursor.as_deref() != Some(c.as_str()) => filter.cursor = Some(c),
+                _ => return Ok(all),
+            }
+        }
+    }
+
+    /// `GET /v1/sandboxes/{id}`: one sandbox, by id or name.
+    pub async fn get(&self, id: &str) -> Result<SandboxView> {
+        self.json(self.request(Method::GET, self.sandbox_url(id, &[]))).await
+    }
+
+    /// `DELETE /v1/sandboxes/{id}`: ends and removes a sandbox (succeeds for one already ended).
+    pub async fn delete(&self, id: &str) -> Result<()> {
+        self.send(self.request(Method::DELETE, self.sandbox_url(id, &[]))).await.map(drop)
+    }
+
+    /// `POST …/pause`: stops its processes and releases its resources; its disk is kept.
+    pub async fn pause(&self, id: &str) -> Result<SandboxView> {
+        self.json(self.request(Method::POST, self.sandbox_url(id, &["pause"]))).await
+    }
+
+    /// `POST …/resume`: runs a paused sandbox again over the same disk.
+    pub async fn resume(&self, id: &str) -> Result<SandboxView> {
+        self.json(self.request(Method::POST, self.sandbox_url(id, &["resume"]))).await
+    }
+
+    /// `POST …/timeout`: the sandbox ends after `timeout` more running time.
+    pub async fn set_timeout(&self, id: &str, timeout: Duration) -> Result<SandboxView> {
+        let body = SetTimeout { timeout_s: timeout.as_secs() };
+        self.json(self.request(Method::POST, self.sandbox_url(id, &["timeout"])).json(&body)).await
+    }
+
+    /// `POST …/exec`: runs a command to its end and returns its collected output.
+    pub async fn exec(&self, id: &str, req: &ExecRequest) -> Result<ExecResult> {
+        self.json(self.request(Method::POST, self.sandbox_url(id, &["exec"])).json(req)).await
+    }
+
+    /// `POST …/exec` streamed: the command's events as it produces output (`started`, then
+    /// `stdout`/`stderr`, then `exited` or `error`). Dropping the stream ends the command.
+    pub async fn exec_stream(&self, id: &str, req: &ExecRequest) -> Result<ApiStream<ExecStreamEvent>> {
+        let r = self
+            .request(Method::POST, self.sandbox_url(id, &["exec"]))
+            .header(ACCEPT, "application/x-ndjson")
+            .json(req);
+        let resp = self.send(r).await?;
+        Ok(ndjson(resp, self.shown.clone()))
+    }
+
+    /// `GET …/files`: the entries under a directory, `depth` levels deep (default 1).
+    pub async fn list_files(&self, id: &str, path: &str, depth: Option<u32>) -> Result<Vec<FileEntryView>> {
+        let mut r = self.request(Method::GET, self.sandbox_url(id, &["files"])).query(&[("path", path)]);
+        if let Some(d) = depth {
+            r = r.query(&[("depth", d)]);
+        }
+        self.json(r).await
+    }
+
+    /// `GET …/files/stat`: one entry (a final symlink is not followed).
+    pub async fn stat(&self, id: &str, path: &str) -> Result<FileEntryView> {
+        self.json(
+            self.request(Method::GET, self.sandbox_url(id, &["files", "stat"])).query(&[("path", path)]),
+        )
+        .await
+    }
+
+    /// `DELETE …/files`: removes a file, or a directory (with its content when `recursive`).
+    pub async fn remove_path(&self, id: &str, path: &str, recursive: bool) -> Result<()> {
+        let r = self
+            .request(Method::DELETE, self.sandbox_url(id, &["files"]))
+            .query(&[("path", path), ("recursive", if recursive { "true" } else { "false" })]);
+        self.send(r).await.map(drop)
+    }
+
+    /// `POST …/files/mkdir`: creates a directory with its parents.
+    pub async fn mkdir(&self, id: &str, path: &str) -> Result<FileEntryView> {
+        let body = MakeDir { path: path.to_string() };
+        self.json(self.request(Method::POST, self.sandbox_url(id, &["files", "mkdir"])).json(&body)).await
+    }
+
+    /// `POST …/files/move`: renames a path.
+    pub async fn move_path(&self, id: &str, from: &str, to: &str) -> Result<FileEntryView> {
+        let body = MovePath { from: from.to_string(), to: to.to_string() };
+        self.json(self.request(Method::POST, self.sandbox_url(id, &["files", "move"])).json(&body)).await
+    }
+
+    /// `GET …/files/content`: a file's bytes as they arrive, with its size when the server
+    /// announced it.
+    pub async fn download_stream(&self, id: &str, path: &str) -> Result<(Option<u64>, ApiStream<Bytes>)> {
+        let r =
+            self.request(Method::GET, self.sandbox_url(id, &["files", "content"])).query(&[("path", path)]);
+        let resp = self.send(r).await?;
+        let len = resp.content_length();
+        let shown = self.shown.clone();
+        Ok((len, resp.bytes_stream().map_err(move |e| ClientError::transport(&shown, e)).boxed()))
+    }
+
+    /// `GET …/files/content` into `out`, chunk by chunk (memory stays bounded whatever the
+    /// size). Returns the number of bytes written; `out` is flushed.
+    pub async fn download<W: AsyncWrite + Unpin>(&self, id: &str, path: &str, out: &mut W) -> Result<u64> {
+        let (expected, mut chunks) = self.download_stream(id, path).await?;
+        let mut n = 0u64;
+        while let Some(chunk) = chunks.try_next().await? {
+            out.write_all(&chunk).await.map_err(ClientError::Io)?;
+            n += chunk.len() as u64;
+        }
+        out.flush().await.map_err(ClientError::Io)?;
+        if let Some(e) = expected
+            && e != n
+        {
+            return Err(ClientError::Decode(format!("download ended after {n} of {e} bytes")));
+        }
+        Ok(n)
+    }
+
+    /// `PUT …/files/content` from a stream of byte chunks: creates or atomically replaces the
+    /// file (and its parent directories). `mode` is the new file's permission bits.
+    pub async fn upload_stream<S>(
+        &self,
+        id: &str,
+        path: &str,
+        body: S,
+        mode: Option<u32>,
+    ) -> Result<FileEntryView>
+    where
+        S: TryStream + Send + 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        Bytes: From<S::Ok>,
+    {
+        let mut r = self
+            .request(Method::PUT, self.sandbox_url(id, &["files", "content"]))
+            .query(&[("path", path)])
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .body(reqwest::Body::wrap_stream(body));
+        if let Some(m) = mode {
+            r = r.query(&[("mode", format!("{m:o}"))]);
+        }
+        self.json(r).await
+    }
+
+    /// `PUT …/files/content` from any reader, streamed (memory stays bounded whatever the size).
+    pub async fn upload<R>(&self, id: &str, path: &str, reader: R, mode: Option<u32>) -> Result<FileEntryView>
+    where
+        R: AsyncRead + Send + 'static,
+    {
+        self.upload_stream(id, path, tokio_util::io::ReaderStream::with_capacity(reader, 256 << 10), mode)
+            .await
+    }
+
+    /// `GET …/logs`: a page of the workload's log from byte `offset` (0: the start).
+    pub async fn logs(&self, id: &str, offset: u64, limit_bytes: Option<usize>) -> Result<LogsPage> {
+        let mut r = self.request(Method::GET, self.sandbox_url(id, &["logs"])).query(&[("offset", offset)]);
+        if let Some(l) = limit_bytes {
+            r = r.query(&[("limit_bytes", l)]);
+        }
+        self.json(r).await
+    }
+
+    /// `GET …/logs?follow=true`: log entries from `offset` as they are written; the stream ends
+    /// when the sandbox has ended and its whole log was sent.
+    pub async fn follow_logs(&self, id: &str, offset: u64) -> Result<ApiStream<LogEntry>> {
+        let r = self
+            .request(Method::GET, self.sandbox_url(id, &["logs"]))
+            .query(&[("offset", offset.to_string()), ("follow", "true".to_string())])
+            .header(ACCEPT, "text/event-stream");
+        let resp = self.send(r).await?;
+        Ok(sse_logs(resp, self.shown.clone()))
+    }
+
+    /// `GET …/events`: state changes and progress after sequence number `after` (0: the whole
+    /// history), then live ones; the stream ends after a final state.
+    pub async fn events(&self, id: &str, after: u64) -> Result<ApiStream<SandboxEventView>> {
+        let r = self
+            .request(Method::GET, self.sandbox_url(id, &["events"]))
+            .query(&[("after", after)])
+            .header(ACCEPT, "text/event-stream");
+        let resp = self.send(r).await?;
+        Ok(sse_events(resp, self.shown.clone()))
+    }
+}
+
+/// The error of a response with an error status: the API's `ErrorBody`, or a stand-in when the
+/// body is something else (a proxy's page).
+async fn error_from(resp: Response) -> ClientError {
+    let status = resp.status();
+    let bytes = resp.bytes().await.unwrap_or_default();
+    let body = serde_json::from_slice::<ErrorBody>(&bytes).unwrap_or_else(|_| {
+        let text: String = String::from_utf8_lossy(&bytes).chars().take(200).collect();
+        let reason = status.canonical_reason().unwrap_or("error");
+        ErrorBody {
+            code: format!("http_{}", status.as_u16()),
+            message: if text.trim().is_empty() {
+                format!("HTTP {} {reason}", status.as_u16())
+            } else {
+                format!("HTTP {} {reason}: {}", status.as_u16(), text.trim())
+            },
+            field: None,
+            state: None,
+        }
+    });
+    ClientError::Api { status: status.as_u16(), body }
+}
