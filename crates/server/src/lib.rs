@@ -147,6 +147,11 @@ impl Server {
             .map_err(|source| ServeError::Listen { addr: self.app.config.listen, source })?;
         info!(%addr, "sandpit API listening");
         let token = self.app.shutdown.clone();
+        // Streams write small frames back to back (NDJSON events, SSE): without TCP_NODELAY,
+        // Nagle's algorithm holds the second until the first is acknowledged (40 ms delayed ACK).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+            let _ = tcp.set_nodelay(true);
+        });
         let result = axum::serve(listener, router)
             .with_graceful_shutdown(async move {
                 tokio::select! {

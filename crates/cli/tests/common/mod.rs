@@ -70,11 +70,13 @@ pub struct Serve {
 pub struct Start {
     /// `SANDPIT_BOOTSTRAP_KEY`, if any.
     pub bootstrap_key: Option<String>,
+    /// `SANDPIT_FAILPOINT`: the server kills itself with SIGKILL on reaching this point.
+    pub failpoint: Option<String>,
 }
 
 impl Default for Start {
     fn default() -> Self {
-        Self { bootstrap_key: Some(KEY.into()) }
+        Self { bootstrap_key: Some(KEY.into()), failpoint: None }
     }
 }
 
@@ -120,6 +122,10 @@ impl Serve {
         if let Some(k) = &opts.bootstrap_key {
             c.env("SANDPIT_BOOTSTRAP_KEY", k);
         }
+        match &opts.failpoint {
+            Some(f) => c.env("SANDPIT_FAILPOINT", f),
+            None => c.env_remove("SANDPIT_FAILPOINT"),
+        };
         self.child = Some(c.spawn().unwrap());
     }
 
@@ -256,6 +262,30 @@ impl Serve {
             "containers left: {:?}",
             containers(&self.data_dir())
         );
+    }
+
+    /// Waits (up to `timeout`) for the server to die by SIGKILL at its failpoint.
+    pub fn expect_killed(&mut self, timeout: Duration) {
+        use std::os::unix::process::ExitStatusExt;
+        let mut child = self.child.take().expect("server not running");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert_eq!(
+                    status.signal(),
+                    Some(9),
+                    "serve ended with {status}, not at its failpoint\n{}",
+                    self.log()
+                );
+                return;
+            }
+            if Instant::now() > deadline {
+                signal(&child, rustix::process::Signal::KILL);
+                let _ = child.wait();
+                panic!("serve did not reach its failpoint in {timeout:?}\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Starts the server again over the same directory and port.

@@ -5,6 +5,7 @@
 //!   lock                      flock: one backend per root
 //!   bin/sandpit-init-<hash>   the init binary, bind-mounted read-only into sandboxes
 //!   runc/                     the OCI runtime's state (--root)
+//!   disk-pool/<bytes>/*.img   pre-formatted disks ready to be taken by a create
 //!   sandboxes/<id>/
 //!     record.json             spec, phase, pid (written atomically before each step)
 //!     disk.img                sparse ext4 image: the sandbox's writable disk

@@ -73,16 +73,19 @@ pub struct LocalConfig {
     pub cgroup_parent: String,
     /// Use this init binary instead of the embedded one.
     pub init_binary: Option<PathBuf>,
+    /// Pre-formatted disks kept ready per disk size (0: format at each create).
+    pub disk_pool: usize,
 }
 
 impl LocalConfig {
-    /// Defaults under `root`: runc, cgroup parent `sandpit`, the embedded init.
+    /// Defaults under `root`: runc, cgroup parent `sandpit`, the embedded init, 4 ready disks.
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self {
             root: root.into(),
             oci_runtime: "runc".into(),
             cgroup_parent: "sandpit".into(),
             init_binary: None,
+            disk_pool: 4,
         }
     }
 }
@@ -97,6 +100,7 @@ pub struct LocalBackend {
     oci: OciRuntime,
     host: HostInfo,
     init_binary: PathBuf,
+    disks: Arc<disk::DiskPool>,
     locks: Mutex<HashMap<SandboxId, Arc<tokio::sync::Mutex<()>>>>,
     /// Held (flock) for the backend's life: one backend per root.
     _root_lock: File,
@@ -161,6 +165,7 @@ impl LocalBackend {
             .map_err(|e| RuntimeError::Host { what: "child subreaper", detail: e.to_string() })?;
         let oci = OciRuntime::new(&cfg.oci_runtime, layout.runtime_root());
         let ids = images.id_shift();
+        let disks = Arc::new(disk::DiskPool::open(root.join("disk-pool"), cfg.disk_pool)?);
         Ok(Self {
             layout,
             images,
@@ -168,6 +173,7 @@ impl LocalBackend {
             oci,
             host: HostInfo::detect(),
             init_binary,
+            disks,
             locks: Mutex::new(HashMap::new()),
             _root_lock: lock,
             cfg,
@@ -232,7 +238,11 @@ impl LocalBackend {
     async fn start_container(&self, paths: &SandboxPaths, rec: &mut Record, fresh: bool) -> Result<()> {
         let spec = &rec.spec;
         if fresh {
-            disk::create(&paths.disk_image, spec.disk).await?;
+            if !self.disks.take(spec.disk, &paths.disk_image) {
+                disk::create(&paths.disk_image, spec.disk).await?;
+            }
+            let (pool, size) = (self.disks.clone(), spec.disk);
+            tokio::spawn(async move { pool.refill(size).await });
         }
         let (p, layers, ids) = (paths.clone(), rec.layers.clone(), self.ids);
         blocking(move || {

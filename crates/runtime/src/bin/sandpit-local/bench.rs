@@ -41,7 +41,7 @@ fn ms(d: Duration) -> f64 {
 fn spec(image: &str) -> SandboxSpec {
     let mut s = SandboxSpec::new(SandboxId::generate(), image);
     s.memory = ByteSize::mib(256);
-    s.disk = ByteSize::gib(1);
+    s.disk = ByteSize::gib(10);
     s
 }
 
