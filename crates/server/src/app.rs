@@ -311,8 +311,10 @@ impl App {
         if r.state != SandboxState::Provisioning || r.desired != Desired::Running {
             return Ok(());
         }
+        let backend_started = Instant::now();
         let result = self.backend.create(self.runtime_spec(&r)).await;
         sandpit_runtime::failpoint::hit("server.provision.after_backend");
+        self.metrics.observe_backend_create(backend_started.elapsed());
         match result {
             Ok(status) => {
                 let ev = Self::transition(&mut r, SandboxEvent::Provisioned, None)?;

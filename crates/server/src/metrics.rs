@@ -38,6 +38,11 @@ impl Metrics {
         metrics::histogram!("sandpit_create_seconds").record(d.as_secs_f64());
     }
 
+    /// Time the backend took to create a sandbox (the part of a create that is not the API's).
+    pub fn observe_backend_create(&self, d: Duration) {
+        metrics::histogram!("sandpit_backend_create_seconds").record(d.as_secs_f64());
+    }
+
     /// Time of an exec round trip (request to exit).
     pub fn observe_exec(&self, d: Duration) {
         metrics::histogram!("sandpit_exec_seconds").record(d.as_secs_f64());
