@@ -198,6 +198,7 @@ async fn main() -> Result<()> {
             terminated_at: Some(sandpit_store::truncate_to_millis(now)),
             exit_code: None,
             credentials: None,
+            placement: None,
             generation: 1,
         };
         store.insert_sandbox(&r, NewEvent::state(SandboxState::Terminated, None)).await?;

@@ -56,6 +56,8 @@ pub enum Command {
     Cp(CpArgs),
     /// List the projects the key can see.
     Projects,
+    /// List the server's GPU types with what is free: whole GPUs and 25/50/75 % shares.
+    Gpus,
 }
 
 /// Log output format of `serve`.

@@ -82,6 +82,7 @@ async fn dispatch(client: &Client, cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Logs(a) => logs::logs(client, a, json).await,
         Command::Cp(a) => cp::cp(client, a, json).await,
         Command::Projects => sandbox::projects(client, json).await,
+        Command::Gpus => sandbox::gpus(client, json).await,
     }
 }
 

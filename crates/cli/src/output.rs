@@ -101,6 +101,26 @@ pub fn project_table(items: &[ProjectView], now: OffsetDateTime) -> String {
     trim_lines(&t.to_string())
 }
 
+/// GPU types with what is free.
+pub fn gpu_table(items: &[sandpit_client::api::GpuTypeView]) -> String {
+    let mut t = Table::new();
+    t.load_style(NOTHING).set_content_arrangement(ContentArrangement::Disabled);
+    t.set_header(["TYPE", "MEMORY", "TOTAL", "FREE WHOLE", "FREE 25%", "FREE 50%", "FREE 75%", ""]);
+    for g in items {
+        t.add_row([
+            g.gpu_type.clone(),
+            g.memory.to_string(),
+            g.total.to_string(),
+            g.free_whole.to_string(),
+            g.free_25.to_string(),
+            g.free_50.to_string(),
+            g.free_75.to_string(),
+            if g.simulated { "simulated".to_string() } else { String::new() },
+        ]);
+    }
+    trim_lines(&t.to_string())
+}
+
 /// comfy-table pads every cell, the last one too; trailing blanks only get in the way.
 fn trim_lines(s: &str) -> String {
     s.lines().map(|l| l.trim_end().strip_prefix(' ').unwrap_or(l.trim_end())).collect::<Vec<_>>().join("\n")

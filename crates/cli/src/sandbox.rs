@@ -168,6 +168,19 @@ pub async fn timeout(client: &Client, a: &TimeoutArgs, json: bool) -> anyhow::Re
 }
 
 /// `sandpit projects`.
+pub async fn gpus(client: &Client, json: bool) -> anyhow::Result<ExitCode> {
+    let gs = client.gpus().await?;
+    if json {
+        print_json(&gs)?;
+    } else if gs.is_empty() {
+        println!("this server has no GPUs");
+    } else {
+        println!("{}", crate::output::gpu_table(&gs));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sandpit projects`.
 pub async fn projects(client: &Client, json: bool) -> anyhow::Result<ExitCode> {
     let ps = client.projects().await?;
     if json {

@@ -13,8 +13,10 @@ use std::time::Duration;
 use common::{Serve, Start, containers};
 use serde_json::Value;
 
+/// Every server here has one simulated H100, and sandboxes take quarters of it, so that
+/// reservations are recovered too.
 fn start(fp: Option<&str>) -> Start {
-    Start { failpoint: fp.map(String::from), ..Start::default() }
+    Start { failpoint: fp.map(String::from), simulate_gpus: Some("H100x1".into()), ..Start::default() }
 }
 
 /// Mount points under the server's sandboxes directory.
@@ -99,6 +101,16 @@ fn assert_consistent(s: &Serve, what: &str) {
             assert!(!ours || running.contains(&cg), "{what}: orphaned cgroup {cg}");
         }
     }
+    // Reservations: one quarter of the GPU per running sandbox, none for the others.
+    let gpus = s.json(&["gpus"]);
+    let free: u64 = gpus.as_array().unwrap().iter().map(|g| g["free_25"].as_u64().unwrap()).sum();
+    assert_eq!(
+        free,
+        4 - running.len() as u64,
+        "{what}: free quarters {gpus} with {} running: {list:?}\n{}",
+        running.len(),
+        s.log()
+    );
     for d in std::fs::read_dir(data.join("runtime/sandboxes")).unwrap().flatten() {
         let name = d.file_name().to_string_lossy().into_owned();
         let state =
@@ -112,14 +124,14 @@ fn assert_consistent(s: &Serve, what: &str) {
 
 /// A running sandbox with `/root/mark`.
 fn marked(s: &Serve) -> String {
-    let id = s.create_running(&["--memory", "128Mi"]);
+    let id = s.create_running(&["--memory", "128Mi", "--gpu", "H100@25%"]);
     s.ok(&["exec", id.as_str(), "--", "sh", "-c", "echo here > /root/mark"]);
     id
 }
 
 #[test]
 fn a_crash_during_create_recovers_to_a_true_state() {
-    let mut s = Serve::start();
+    let mut s = Serve::start_with(start(None));
     for fp in [
         "server.create.after_insert",
         "create.after_record",
@@ -134,6 +146,8 @@ fn a_crash_during_create_recovers_to_a_true_state() {
             "create",
             "--memory",
             "128Mi",
+            "--gpu",
+            "H100@25%",
             "--",
             "sh",
             "-c",
@@ -144,13 +158,16 @@ fn a_crash_during_create_recovers_to_a_true_state() {
         // The create either finished or is finished now; the workload wrote its mark.
         std::thread::sleep(Duration::from_millis(300));
         assert_consistent(&s, fp);
+        // Make room on the GPU for the next round.
+        s.delete_live_sandboxes();
+        assert_consistent(&s, fp);
     }
     s.stop();
 }
 
 #[test]
 fn a_crash_during_pause_or_resume_recovers_to_a_true_state() {
-    let mut s = Serve::start();
+    let mut s = Serve::start_with(start(None));
     for fp in
         ["server.pause.after_desired", "pause.after_record", "pause.after_stop", "server.pause.after_backend"]
     {
@@ -166,6 +183,8 @@ fn a_crash_during_pause_or_resume_recovers_to_a_true_state() {
             s.ok(&["resume", id.as_str()]);
         }
         assert_eq!(s.ok(&["exec", id.as_str(), "--", "cat", "/root/mark"]), "here\n", "{fp}");
+        s.ok(&["delete", id.as_str()]);
+        assert_consistent(&s, fp);
     }
     for fp in [
         "server.resume.after_desired",
@@ -186,13 +205,15 @@ fn a_crash_during_pause_or_resume_recovers_to_a_true_state() {
             s.ok(&["resume", id.as_str()]);
         }
         assert_eq!(s.ok(&["exec", id.as_str(), "--", "cat", "/root/mark"]), "here\n", "{fp}");
+        s.ok(&["delete", id.as_str()]);
+        assert_consistent(&s, fp);
     }
     s.stop();
 }
 
 #[test]
 fn a_crash_during_delete_finishes_the_delete() {
-    let mut s = Serve::start();
+    let mut s = Serve::start_with(start(None));
     for fp in [
         "server.delete.after_desired",
         "delete.after_record",

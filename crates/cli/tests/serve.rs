@@ -12,7 +12,7 @@ use common::{KEY, Serve, Start, sandpit, show, stderr, stdout};
 
 #[test]
 fn first_start_prints_the_key_once_and_the_cli_then_works_without_variables() {
-    let mut s = Serve::start_with(Start { bootstrap_key: None, failpoint: None });
+    let mut s = Serve::start_with(Start { bootstrap_key: None, ..Start::default() });
     let printed = s.stdout();
     let key = printed
         .split_whitespace()
@@ -34,7 +34,7 @@ fn first_start_prints_the_key_once_and_the_cli_then_works_without_variables() {
     let out = s.ok(&["projects"]);
     assert!(out.contains("default"), "{out}");
 
-    s.restart(Start { bootstrap_key: None, failpoint: None });
+    s.restart(Start { bootstrap_key: None, ..Start::default() });
     assert_eq!(s.stdout().matches(&key).count(), 1, "the key is printed once, on the first start only");
     assert!(s.ok(&["projects"]).contains("default"));
     s.stop();

@@ -8,8 +8,8 @@ use futures::{StreamExt, TryStream, TryStreamExt};
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use reqwest::{Method, RequestBuilder, Response, Url};
 use sandpit_types::api::{
-    CreateSandbox, ExecRequest, ExecResult, ExecStreamEvent, FileEntryView, Health, LogEntry, LogsPage,
-    MakeDir, MovePath, Page, ProjectView, SandboxEventView, SandboxView, SetTimeout,
+    CreateSandbox, ExecRequest, ExecResult, ExecStreamEvent, FileEntryView, GpuTypeView, Health, LogEntry,
+    LogsPage, MakeDir, MovePath, Page, ProjectView, SandboxEventView, SandboxView, SetTimeout,
 };
 use sandpit_types::{ErrorBody, SandboxState};
 use serde::de::DeserializeOwned;
@@ -157,6 +157,11 @@ impl Client {
     /// `GET /v1/projects`: the projects the key can see.
     pub async fn projects(&self) -> Result<Vec<ProjectView>> {
         self.json(self.request(Method::GET, self.url(&["v1", "projects"]))).await
+    }
+
+    /// `GET /v1/gpus`: GPU types and what is free of each.
+    pub async fn gpus(&self) -> Result<Vec<GpuTypeView>> {
+        self.json(self.request(Method::GET, self.url(&["v1", "gpus"]))).await
     }
 
     /// `POST /v1/sandboxes`: creates a sandbox. With `wait`, the answer comes once it is running

@@ -193,6 +193,24 @@ pub enum ImageError {
         media_type: String,
     },
 
+    /// The curated catalog file is malformed.
+    #[error("invalid image catalog: {problem}")]
+    InvalidCatalog {
+        /// What is wrong.
+        problem: String,
+    },
+
+    /// `sandpit image build` failed (mmdebstrap's exit status and the end of its stderr).
+    #[error("building image {recipe} failed ({status}): {stderr}")]
+    BuildFailed {
+        /// The recipe.
+        recipe: &'static str,
+        /// mmdebstrap's exit status.
+        status: String,
+        /// The end of what it wrote to stderr.
+        stderr: String,
+    },
+
     /// The directory or archive is not an OCI image layout.
     #[error("not a usable OCI image layout: {problem}")]
     InvalidLayout {

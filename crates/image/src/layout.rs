@@ -15,23 +15,17 @@ use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, Os};
-use serde::de::DeserializeOwned;
+use oci_spec::image::{Descriptor, ImageIndex};
 
 use crate::digest::Sha256Digest;
+use crate::document::{self, choose_for_host, parse, read_bounded};
+pub use crate::document::{MAX_DOCUMENT_BYTES, MAX_INDEX_DEPTH};
 use crate::error::{DigestSubject, ImageError, LayoutProblem};
 use crate::media::{ManifestKind, manifest_kind};
-use crate::plan::ImagePlan;
 use crate::reference::ImageReference;
 use crate::store::{ImageRecord, ImageStore};
 use crate::unpack::path::EntryPath;
 use crate::unpack::{HeaderBudget, Metered};
-
-/// The largest index, manifest or config accepted.
-pub const MAX_DOCUMENT_BYTES: u64 = 4 << 20;
-
-/// How deep image indexes may nest.
-pub const MAX_INDEX_DEPTH: usize = 4;
 
 /// The most members an `oci-archive` may have.
 pub const MAX_ARCHIVE_MEMBERS: usize = 100_000;
@@ -79,21 +73,11 @@ impl ImageStore {
         let index: ImageIndex = parse(&index_bytes, DigestSubject::Index)?;
         let (manifest_digest, manifest_size) = select_manifest(source, &index, name, 0)?;
         let manifest_bytes = read_verified(source, &manifest_digest, manifest_size, DigestSubject::Manifest)?;
-        let manifest: ImageManifest = parse(&manifest_bytes, DigestSubject::Manifest)?;
-        if let Some(media_type) = manifest.media_type() {
-            manifest_kind(media_type.as_ref()).and_then(|kind| match kind {
-                ManifestKind::Manifest => Ok(()),
-                ManifestKind::Index => Err(ImageError::UnsupportedMediaType {
-                    media_type: media_type.to_string(),
-                    what: DigestSubject::Manifest,
-                }),
-            })?;
-        }
+        let manifest = document::parse_manifest(&manifest_bytes)?;
         let config_digest = Sha256Digest::from_oci(manifest.config().digest())?;
-        let config_bytes =
-            read_verified(source, &config_digest, manifest.config().size(), DigestSubject::Config)?;
-        let config: ImageConfiguration = parse(&config_bytes, DigestSubject::Config)?;
-        let plan = ImagePlan::new(manifest_digest, &manifest, config_digest, &config)?;
+        document::check_size_limit(manifest.config().size(), DigestSubject::Config)?;
+        let config_bytes = read_bounded(source.open_blob(&config_digest)?, DigestSubject::Config)?;
+        let plan = document::plan(manifest_digest, &manifest, &config_bytes)?;
 
         let mut session = self.begin_import()?;
         for layer in plan.layers() {
@@ -306,24 +290,7 @@ fn select_manifest(
         }
         None => manifests.iter().collect(),
     };
-    let arch = host_architecture();
-    let chosen = match candidates.as_slice() {
-        [only] => *only,
-        several => {
-            let for_host = several.iter().find(|d| {
-                d.platform()
-                    .as_ref()
-                    .is_some_and(|p| *p.os() == Os::Linux && p.architecture().to_string() == arch)
-            });
-            match for_host {
-                Some(d) => *d,
-                None if several.iter().any(|d| d.platform().is_some()) => {
-                    return Err(ImageError::NoMatchingPlatform { arch });
-                }
-                None => return Err(ImageError::AmbiguousManifest { count: several.len(), arch }),
-            }
-        }
-    };
+    let chosen = choose_for_host(&candidates)?;
     let digest = Sha256Digest::from_oci(chosen.digest())?;
     match manifest_kind(chosen.media_type().as_ref())? {
         ManifestKind::Manifest => Ok((digest, chosen.size())),
@@ -335,17 +302,6 @@ fn select_manifest(
     }
 }
 
-/// This host's architecture in OCI (Go) terms.
-fn host_architecture() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" => "ppc64le",
-        other => other,
-    }
-}
-
 /// Reads a JSON blob whose descriptor gives its digest and size, and checks both.
 fn read_verified(
     source: &dyn LayoutSource,
@@ -353,34 +309,8 @@ fn read_verified(
     declared: u64,
     what: DigestSubject,
 ) -> Result<Vec<u8>, ImageError> {
-    if declared > MAX_DOCUMENT_BYTES {
-        return Err(ImageError::DocumentTooLarge { what, limit: MAX_DOCUMENT_BYTES });
-    }
+    document::check_size_limit(declared, what)?;
     let bytes = read_bounded(source.open_blob(digest)?, what)?;
-    let actual = bytes.len() as u64;
-    if actual != declared {
-        return Err(ImageError::SizeMismatch { what, expected: declared, actual });
-    }
-    let found = Sha256Digest::of(&bytes);
-    if found != *digest {
-        return Err(ImageError::DigestMismatch { what, expected: *digest, actual: found });
-    }
+    document::verify(&bytes, digest, Some(declared), what)?;
     Ok(bytes)
-}
-
-/// Reads at most [`MAX_DOCUMENT_BYTES`]; more is [`ImageError::DocumentTooLarge`].
-fn read_bounded(reader: impl Read, what: DigestSubject) -> Result<Vec<u8>, ImageError> {
-    let mut bytes = Vec::new();
-    reader
-        .take(MAX_DOCUMENT_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| ImageError::io("read", what.to_string(), e))?;
-    if bytes.len() as u64 > MAX_DOCUMENT_BYTES {
-        return Err(ImageError::DocumentTooLarge { what, limit: MAX_DOCUMENT_BYTES });
-    }
-    Ok(bytes)
-}
-
-fn parse<T: DeserializeOwned>(bytes: &[u8], what: DigestSubject) -> Result<T, ImageError> {
-    serde_json::from_slice(bytes).map_err(|source| ImageError::InvalidJson { what, source })
 }

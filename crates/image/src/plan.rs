@@ -11,7 +11,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::digest::Sha256Digest;
 use crate::error::ImageError;
 use crate::media::{LayerMediaType, check_config_media_type};
-use crate::store::ImageConfigSummary;
+use crate::store::{ImageConfigSummary, ImageRecord};
 
 /// One layer of a plan, lowest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +83,38 @@ impl ImagePlan {
             layers,
             config: ImageConfigSummary::from_oci(config),
             created,
+        })
+    }
+
+    /// The plan of an image the store already has, for a manifest with its digest (fetched again
+    /// from a registry): no config needs fetching, since the manifest names the same config.
+    pub(crate) fn from_record(record: &ImageRecord, manifest: &ImageManifest) -> Result<Self, ImageError> {
+        if manifest.layers().len() != record.layers.len() {
+            return Err(ImageError::LayerCountMismatch {
+                layers: manifest.layers().len(),
+                diff_ids: record.layers.len(),
+            });
+        }
+        let layers = manifest
+            .layers()
+            .iter()
+            .zip(&record.layers)
+            .map(|(descriptor, known)| {
+                let written = descriptor.digest().to_string();
+                Ok(PlannedLayer {
+                    blob_digest: Sha256Digest::from_oci(descriptor.digest())?,
+                    media_type: LayerMediaType::from_media_type(descriptor.media_type().as_ref(), &written)?,
+                    blob_size: descriptor.size(),
+                    diff_id: known.diff_id,
+                })
+            })
+            .collect::<Result<Vec<_>, ImageError>>()?;
+        Ok(Self {
+            manifest_digest: record.manifest_digest,
+            config_digest: record.config_digest,
+            layers,
+            config: record.config.clone(),
+            created: record.created,
         })
     }
 

@@ -31,7 +31,7 @@ fn fixtures() -> &'static Fixtures {
     FIXTURES.get_or_init(|| {
         testkit::require_tools().expect("umoci, skopeo and busybox-static must be installed");
         let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-        remove_fixtures_of_finished_runs(tmp);
+        common::remove_fixtures_of_finished_runs(tmp, "image-fixtures-");
         let base = tmp.join(format!("image-fixtures-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&base);
         std::fs::create_dir_all(&base).unwrap();
@@ -42,18 +42,6 @@ fn fixtures() -> &'static Fixtures {
         busybox.layout.to_archive("latest", &busybox_archive).unwrap();
         Fixtures { busybox, layered, layered_zstd, busybox_archive }
     })
-}
-
-/// Fixture directories of test processes that no longer run.
-fn remove_fixtures_of_finished_runs(tmp: &Path) {
-    for entry in std::fs::read_dir(tmp).into_iter().flatten().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(pid) = name.strip_prefix("image-fixtures-")
-            && !Path::new("/proc").join(pid).exists()
-        {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
 }
 
 fn reference(s: &str) -> ImageReference {

@@ -9,82 +9,13 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use common::{meta, names, shift, store, store_contents};
-use oci_spec::image::{ImageConfiguration, ImageManifest};
+use common::{encode, import, meta, names, plan_for, shift, small_layer, store, store_contents};
 use sandpit_image::testkit::craft::{RawEntry, gzip, layer_tar, zstd};
 use sandpit_image::{
-    DigestSubject, IdShift, ImageError, ImagePlan, ImageReference, ImageSelector, ImageStore, LayerMediaType,
+    DigestSubject, IdShift, ImageError, ImageReference, ImageSelector, ImageStore, LayerMediaType,
     Sha256Digest,
 };
 use sandpit_types::ByteSize;
-
-fn small_layer(marker: &str) -> Vec<u8> {
-    layer_tar(&[RawEntry::dir(b"etc/"), RawEntry::file(b"etc/marker", marker.as_bytes())])
-}
-
-fn encode(tar: &[u8], media_type: LayerMediaType) -> Vec<u8> {
-    match media_type {
-        LayerMediaType::Tar => tar.to_vec(),
-        LayerMediaType::TarGzip => gzip(tar),
-        LayerMediaType::TarZstd => zstd(tar),
-    }
-}
-
-/// A manifest and config for `layers` (uncompressed tars), with the blob digests of `blobs`.
-fn plan_for(layers: &[(&[u8], &[u8], LayerMediaType)]) -> ImagePlan {
-    let descriptors: Vec<_> = layers
-        .iter()
-        .map(|(_, blob, mt)| {
-            serde_json::json!({
-                "mediaType": mt.oci_media_type(),
-                "digest": Sha256Digest::of(blob).to_string(),
-                "size": blob.len(),
-            })
-        })
-        .collect();
-    let diff_ids: Vec<_> = layers.iter().map(|(tar, _, _)| Sha256Digest::of(tar).to_string()).collect();
-    let config = serde_json::json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "created": "2024-05-06T07:08:09Z",
-        "config": {"Entrypoint": ["/bin/app"], "Env": ["A=1"], "ExposedPorts": {"80/tcp": {}}},
-        "rootfs": {"type": "layers", "diff_ids": diff_ids},
-    });
-    let config_bytes = serde_json::to_vec(&config).unwrap();
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {
-            "mediaType": "application/vnd.oci.image.config.v1+json",
-            "digest": Sha256Digest::of(&config_bytes).to_string(),
-            "size": config_bytes.len(),
-        },
-        "layers": descriptors,
-    });
-    let manifest_bytes = serde_json::to_vec(&manifest).unwrap();
-    let parsed_manifest: ImageManifest = serde_json::from_slice(&manifest_bytes).unwrap();
-    let parsed_config: ImageConfiguration = serde_json::from_slice(&config_bytes).unwrap();
-    ImagePlan::new(
-        Sha256Digest::of(&manifest_bytes),
-        &parsed_manifest,
-        Sha256Digest::of(&config_bytes),
-        &parsed_config,
-    )
-    .unwrap()
-}
-
-fn import(
-    store: &ImageStore,
-    layers: &[(&[u8], &[u8], LayerMediaType)],
-    reference: &str,
-) -> sandpit_image::ImageRecord {
-    let plan = plan_for(layers);
-    let mut session = store.begin_import().unwrap();
-    for ((_, blob, _), layer) in layers.iter().zip(plan.layers()) {
-        session.unpack_layer_blob(*blob, layer.media_type, &layer.blob_digest, &layer.diff_id).unwrap();
-    }
-    session.commit(&plan, Some(&ImageReference::parse(reference).unwrap())).unwrap()
-}
 
 #[test]
 fn gzip_zstd_and_plain_blobs_unpack_to_the_same_layer_once() {

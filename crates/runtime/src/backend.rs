@@ -7,7 +7,7 @@ use sandpit_types::SandboxId;
 use crate::error::Result;
 use crate::init_client::InitClient;
 use crate::logs::LogChunk;
-use crate::spec::{RecoveryReport, SandboxSpec, SandboxStatus, WorkloadExit};
+use crate::spec::{GpuAttachment, RecoveryReport, SandboxSpec, SandboxStatus, WorkloadExit};
 
 /// Runs sandboxes.
 ///
@@ -24,8 +24,9 @@ pub trait Backend: Send + Sync + 'static {
     /// `RuntimeError::WrongState`.
     async fn pause(&self, id: &SandboxId) -> Result<()>;
 
-    /// Starts a paused sandbox again over the same disk and re-runs its entrypoint.
-    async fn resume(&self, id: &SandboxId) -> Result<SandboxStatus>;
+    /// Starts a paused sandbox again over the same disk and re-runs its entrypoint, with the GPUs
+    /// the scheduler gave it this time (maybe other ones than before; empty for none).
+    async fn resume(&self, id: &SandboxId, gpus: Vec<GpuAttachment>) -> Result<SandboxStatus>;
 
     /// Removes a sandbox and everything it had on the host. Idempotent: an unknown ID is `Ok`.
     async fn destroy(&self, id: &SandboxId) -> Result<()>;

@@ -8,6 +8,7 @@
 pub mod backend;
 pub mod error;
 pub mod failpoint;
+pub mod gpu;
 pub mod init_client;
 pub mod local;
 pub mod logs;
@@ -18,7 +19,7 @@ pub use error::{Result, RuntimeError};
 pub use init_client::{ExecEvent, ExecOutcome, ExecSession, InitClient, WriteOptions};
 pub use local::{LocalBackend, LocalConfig};
 pub use logs::LogChunk;
-pub use spec::{Phase, RecoveryReport, SandboxSpec, SandboxStatus, WorkloadExit};
+pub use spec::{GpuAttachment, Phase, RecoveryReport, SandboxSpec, SandboxStatus, WorkloadExit};
 
 /// Path of the static `sandpit-probe` test helper built with this crate (for tests that put it
 /// into an image).

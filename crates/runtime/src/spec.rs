@@ -42,6 +42,26 @@ pub struct SandboxSpec {
     pub keep_running: bool,
     /// Most bytes of entrypoint log kept on disk.
     pub log_max_bytes: u64,
+    /// GPUs (or GPU shares) assigned by the scheduler; empty for none.
+    #[serde(default)]
+    pub gpus: Vec<GpuAttachment>,
+}
+
+/// One GPU (or share of one) given to a sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuAttachment {
+    /// NVML index on the host.
+    pub index: u32,
+    /// Device node number (`/dev/nvidia<minor>`).
+    pub minor: u32,
+    /// The GPU's UUID.
+    pub uuid: String,
+    /// Share in percent: 100 for the whole GPU, else 25, 50 or 75 through CUDA MPS.
+    pub fraction: u32,
+    /// GPU memory the share may use (the MPS pinned-memory limit); the whole memory for 100 %.
+    pub memory_limit: ByteSize,
+    /// A simulated GPU: scheduled and billed, but no device is injected.
+    pub simulated: bool,
 }
 
 impl SandboxSpec {
@@ -61,6 +81,7 @@ impl SandboxSpec {
             user: None,
             keep_running: false,
             log_max_bytes: 10 << 20,
+            gpus: Vec::new(),
         }
     }
 }

@@ -152,14 +152,14 @@ async fn pause_keeps_files_written_before_pause_and_releases_everything_else() {
     assert!(matches!(again, RuntimeError::WrongState { phase: Phase::Paused, op: "pause", .. }), "{again:?}");
     assert!(matches!(h.backend.init(&id).await, Err(RuntimeError::WrongState { .. })));
 
-    h.backend.resume(&id).await.unwrap();
+    h.backend.resume(&id, Vec::new()).await.unwrap();
     assert_eq!(
         h.sh_ok(&id, "cat /root/note /opt/pkg/lib/libx.so; /opt/pkg/bin/tool").await,
         "kept\nlib\ntool ran\n"
     );
     // The entrypoint ran again on resume.
     assert_eq!(h.sh_ok(&id, "cat /root/boot.log").await, "boot\nboot\n");
-    let resumed_again = h.backend.resume(&id).await.unwrap_err();
+    let resumed_again = h.backend.resume(&id, Vec::new()).await.unwrap_err();
     assert!(matches!(resumed_again, RuntimeError::WrongState { phase: Phase::Running, .. }));
 }
 

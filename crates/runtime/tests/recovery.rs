@@ -185,7 +185,7 @@ async fn a_crash_during_pause_finishes_the_pause_and_keeps_the_disk() {
         assert_eq!(report.paused, vec![id], "{fp}: {report:?}");
         assert!(c.only_dir(&id), "{fp}: {:?}", c.traces(&id));
         assert_eq!(b.status(&id).await.unwrap().phase, Phase::Paused);
-        b.resume(&id).await.unwrap();
+        b.resume(&id, Vec::new()).await.unwrap();
         assert_eq!(sh(&b, &id, "cat /root/file").await, "before-crash\n", "{fp}");
         b.destroy(&id).await.unwrap();
     }
@@ -202,7 +202,7 @@ async fn a_crash_during_resume_rolls_back_to_paused() {
         let (b, report) = c.recover().await;
         assert_eq!(report.rolled_back, vec![id], "{fp}: {report:?}");
         assert!(c.only_dir(&id), "{fp}: {:?}", c.traces(&id));
-        b.resume(&id).await.unwrap();
+        b.resume(&id, Vec::new()).await.unwrap();
         // The entrypoint ran at create and at this resume; a crash after the container started
         // may have let it run once more before recovery stopped it.
         let boots = sh(&b, &id, "cat /root/boots").await.lines().count();

@@ -34,6 +34,7 @@ use tracing::{info, warn};
 use crate::auth::Caller;
 use crate::config::ServerConfig;
 use crate::error::{AppError, AppResult};
+use crate::gpus::Gpus;
 use crate::hub::EventHub;
 use crate::metrics::Metrics;
 
@@ -47,6 +48,8 @@ pub struct App {
     pub backend: Arc<dyn Backend>,
     /// Local images.
     pub images: Arc<ImageStore>,
+    /// CPU, memory and GPUs, and their reservations.
+    pub gpus: Gpus,
     /// Live events.
     pub hub: EventHub,
     /// Prometheus metrics.
@@ -81,12 +84,14 @@ impl App {
         store: Arc<dyn Store>,
         backend: Arc<dyn Backend>,
         images: Arc<ImageStore>,
+        gpus: Gpus,
     ) -> Arc<Self> {
         Arc::new(Self {
             config,
             store,
             backend,
             images,
+            gpus,
             hub: EventHub::default(),
             metrics: Metrics::new(),
             shutdown: CancellationToken::new(),
@@ -209,21 +214,15 @@ impl App {
         let limits = &self.config.limits;
         req.validate(limits)?;
         let project = self.target_project(caller, req.project.as_deref()).await?;
-        if let Some(g) = &req.gpu {
-            return Err(ApiError::NoGpuCapacity {
-                message: format!(
-                    "no {} GPU is available on this server (no GPUs are configured)",
-                    g.gpu_type
-                ),
-            }
-            .into());
-        }
         let image = req
             .image
             .as_ref()
             .map(|i| i.reference().to_string())
             .unwrap_or_else(|| self.config.default_image.clone());
         let id = SandboxId::generate();
+        let cpu = req.cpu.unwrap_or(limits.cpu_default);
+        let memory = req.memory.unwrap_or(limits.memory_default);
+        let placement = self.gpus.place(id, &sandpit_sched::Request { cpu, memory, gpu: req.gpu.clone() })?;
         let record = SandboxRecord {
             id,
             project: project.id,
@@ -233,9 +232,9 @@ impl App {
             state_reason: None,
             desired: Desired::Running,
             image,
-            cpu: req.cpu.unwrap_or(limits.cpu_default),
-            memory: req.memory.unwrap_or(limits.memory_default),
-            gpu: None,
+            cpu,
+            memory,
+            gpu: req.gpu.clone(),
             env: req.env.clone(),
             command: req.command.clone(),
             keep_running: req.keep_running,
@@ -249,11 +248,19 @@ impl App {
             terminated_at: None,
             exit_code: None,
             credentials: None,
+            placement: Some(serde_json::to_string(&placement).unwrap_or_default()),
             generation: 1,
         };
         let mut events = self.hub.subscribe(&id);
         let ev =
-            self.store.insert_sandbox(&record, NewEvent::state(SandboxState::Provisioning, None)).await?;
+            match self.store.insert_sandbox(&record, NewEvent::state(SandboxState::Provisioning, None)).await
+            {
+                Ok(ev) => ev,
+                Err(e) => {
+                    self.gpus.release(id);
+                    return Err(e.into());
+                }
+            };
         self.hub.publish(&id, &ev);
         sandpit_runtime::failpoint::hit("server.create.after_insert");
         info!(sandbox_id = %id, project = %project.name, image = %record.image, "sandbox created");
@@ -299,7 +306,18 @@ impl App {
         spec.entrypoint = r.command.clone();
         spec.keep_running = r.keep_running;
         spec.log_max_bytes = self.config.log_max_bytes;
+        spec.gpus = self.placement_of(r).map(|p| self.gpus.attachments(&p)).unwrap_or_default();
         spec
+    }
+
+    /// The reservation stored with a record.
+    pub fn placement_of(&self, r: &SandboxRecord) -> Option<sandpit_sched::Placement> {
+        r.placement.as_deref().and_then(|p| serde_json::from_str(p).ok())
+    }
+
+    /// The scheduler request a record stands for.
+    pub fn request_of(r: &SandboxRecord) -> sandpit_sched::Request {
+        sandpit_sched::Request { cpu: r.cpu, memory: r.memory, gpu: r.gpu.clone() }
     }
 
     /// Creates the sandbox on the backend and records the outcome. Idempotent: does nothing
@@ -337,7 +355,9 @@ impl App {
                 warn!(sandbox_id = %id, error = %e, "provisioning failed");
                 let ev = Self::transition(&mut r, SandboxEvent::ProvisionFailed, Some(reason))?;
                 r.terminated_at = Some(now());
+                r.placement = None;
                 self.commit(&r, Some(ev)).await?;
+                self.gpus.release(id);
                 // Nothing is left of a failed create on the backend; make sure.
                 let _ = self.backend.destroy(&id).await;
             }
@@ -412,7 +432,9 @@ impl App {
             r.remaining_ms = None;
         }
         r.desired = Desired::Deleted;
+        r.placement = None;
         self.commit(r, Some(ev)).await?;
+        self.gpus.release(r.id);
         info!(sandbox_id = %r.id, state = %r.state, reason = %reason, "sandbox ended");
         Ok(())
     }
@@ -495,7 +517,9 @@ impl App {
         r.remaining_ms = r.ends_at.map(|e| u64::try_from((e - t).whole_milliseconds().max(0)).unwrap_or(0));
         r.ends_at = None;
         r.paused_at = Some(t);
+        r.placement = None;
         let r = self.commit(&r, Some(ev)).await?;
+        self.gpus.release(r.id);
         info!(sandbox_id = %r.id, "sandbox paused");
         self.view(&r).await
     }
@@ -511,16 +535,27 @@ impl App {
             .await?
             .ok_or_else(|| ApiError::sandbox_not_found(id_or_name))?;
         r.state.apply(SandboxEvent::Resume).map_err(ApiError::from)?;
+        // Schedule again: maybe other GPUs; with nothing free the sandbox stays paused.
+        let placement = self.gpus.place(r.id, &Self::request_of(&r))?;
         r.desired = Desired::Running;
-        let mut r = self.commit(&r, None).await?;
+        r.placement = Some(serde_json::to_string(&placement).unwrap_or_default());
+        let mut r = match self.commit(&r, None).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.gpus.release(r.id);
+                return Err(e);
+            }
+        };
         sandpit_runtime::failpoint::hit("server.resume.after_desired");
-        let resumed = self.backend.resume(&r.id).await;
+        let resumed = self.backend.resume(&r.id, self.gpus.attachments(&placement)).await;
         sandpit_runtime::failpoint::hit("server.resume.after_backend");
         let status = match resumed {
             Ok(s) => s,
             Err(e) => {
                 r.desired = Desired::Paused;
+                r.placement = None;
                 self.commit(&r, None).await?;
+                self.gpus.release(r.id);
                 return Err(e.into());
             }
         };

@@ -50,6 +50,17 @@ pub struct ServerConfig {
     pub credentials_file: Option<PathBuf>,
     /// Whether the sandbox feature (API routes and UI section) is on.
     pub enable_sandbox: bool,
+    /// A simulated GPU inventory instead of the host's (`H100x2,T4x4`); also
+    /// `SANDPIT_SIMULATE_GPUS`. Simulated GPUs are scheduled and billed but inject no device.
+    pub simulate_gpus: Option<String>,
+    /// Allow fractional GPUs on GPUs not in EXCLUSIVE_PROCESS compute mode (weaker isolation:
+    /// see the GPU documentation).
+    pub gpu_soft_sharing: bool,
+    /// CPU the scheduler hands out, as a multiple of the host's cores (CPU limits are caps, and
+    /// idle sandboxes use none).
+    pub cpu_overcommit: u32,
+    /// Memory the scheduler hands out, in percent of the host's memory.
+    pub memory_overcommit_percent: u32,
 }
 
 impl Default for ServerConfig {
@@ -69,6 +80,10 @@ impl Default for ServerConfig {
             max_upload_bytes: 16 << 30,
             credentials_file: None,
             enable_sandbox: true,
+            simulate_gpus: None,
+            gpu_soft_sharing: false,
+            cpu_overcommit: 64,
+            memory_overcommit_percent: 100,
         }
     }
 }

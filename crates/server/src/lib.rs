@@ -10,6 +10,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod config;
 pub mod error;
+pub mod gpus;
 pub mod http;
 pub mod hub;
 pub mod metrics;
@@ -55,6 +56,9 @@ pub enum ServeError {
     /// Bootstrap failed.
     #[error(transparent)]
     Bootstrap(#[from] bootstrap::BootstrapError),
+    /// The GPU inventory is unusable.
+    #[error(transparent)]
+    Gpus(#[from] gpus::InventoryError),
     /// Startup recovery failed.
     #[error("startup recovery: {0:?}")]
     Recovery(sandpit_types::ApiError),
@@ -110,11 +114,15 @@ impl Server {
                 |e| ServeError::Recovery(sandpit_types::ApiError::Internal { request_id: e.to_string() }),
             )??;
         }
-        let app = App::new(config, store, backend, images);
+        let gpus = gpus::Gpus::detect(&config)?;
+        let app = App::new(config, store, backend, images, gpus);
         reconcile::startup(&app).await.map_err(|e| ServeError::Recovery(e.0))?;
         app.tasks.spawn(reconcile::deadlines(app.clone()));
         app.tasks.spawn(reconcile::retention(app.clone()));
         app.tasks.spawn(reconcile::gauges(app.clone()));
+        if app.gpus.host.is_some() {
+            app.tasks.spawn(reconcile::gpu_watchdog(app.clone()));
+        }
         Ok(Self { app, bootstrapped })
     }
 

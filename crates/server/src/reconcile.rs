@@ -41,6 +41,15 @@ pub async fn startup(app: &Arc<App>) -> AppResult<()> {
         .sandboxes_in_states(&[SandboxState::Provisioning, SandboxState::Running, SandboxState::Paused])
         .await?;
     let known: HashSet<_> = live.iter().map(|r| r.id).collect();
+    // Reservations of sandboxes that hold one (a paused sandbox holds none, even if an
+    // interrupted resume stored one: the resume is redone or rolled back below).
+    for r in live.iter().filter(|r| matches!(r.state, SandboxState::Provisioning | SandboxState::Running)) {
+        if let Some(p) = app.placement_of(r)
+            && let Err(e) = app.gpus.restore(r.id, &App::request_of(r), &p)
+        {
+            warn!(sandbox_id = %r.id, error = %e, "could not restore the sandbox's reservation");
+        }
+    }
     for r in live {
         if let Err(e) = reconcile_one(app, r.id).await {
             warn!(sandbox_id = %r.id, error = ?e.0, "could not reconcile sandbox at startup");
@@ -92,6 +101,7 @@ async fn reconcile_one(app: &Arc<App>, id: sandpit_types::SandboxId) -> AppResul
                 let _g = lock.lock().await;
                 if let Some(mut r) = app.store.get_sandbox(&id).await? {
                     r.desired = Desired::Paused;
+                    r.placement = None;
                     app.store.update_sandbox(&r, None).await?;
                 }
             }
@@ -118,6 +128,25 @@ async fn adopt_running(app: &Arc<App>, id: sandpit_types::SandboxId) -> AppResul
         SandboxState::Paused => SandboxEvent::Resume,
         _ => return Ok(()),
     };
+    let restored = match app.placement_of(&r) {
+        // A provisioning sandbox's reservation was restored at startup; an interrupted resume's
+        // was not (paused sandboxes hold none), so take it again.
+        Some(p) if r.state == SandboxState::Paused => app.gpus.restore(id, &App::request_of(&r), &p).is_ok(),
+        Some(_) => true,
+        None => false,
+    };
+    if !restored {
+        match app.gpus.place(id, &App::request_of(&r)) {
+            Ok(p) => r.placement = Some(serde_json::to_string(&p).unwrap_or_default()),
+            Err(e) => {
+                // The resume finished on the host but there is no room for it any more.
+                warn!(sandbox_id = %id, error = %e, "no capacity for a sandbox found running; pausing it");
+                drop(_g);
+                app.backend.pause(&id).await?;
+                return Ok(());
+            }
+        }
+    }
     r.state = r.state.apply(event).map_err(sandpit_types::ApiError::from)?;
     r.state_reason = Some("recovered".into());
     let t = OffsetDateTime::now_utc();
@@ -146,6 +175,8 @@ async fn mark_paused(app: &Arc<App>, id: sandpit_types::SandboxId) -> AppResult<
     r.ends_at = None;
     r.paused_at = Some(t);
     r.desired = Desired::Paused;
+    r.placement = None;
+    app.gpus.release(id);
     r.state_reason = Some("paused".into());
     let (_, ev) = app.store.update_sandbox(&r, Some(NewEvent::state(r.state, Some("paused".into())))).await?;
     if let Some(ev) = ev {
@@ -163,6 +194,8 @@ async fn fail(app: &Arc<App>, id: sandpit_types::SandboxId, reason: &str) -> App
     r.terminated_at = Some(OffsetDateTime::now_utc());
     r.ends_at = None;
     r.desired = Desired::Deleted;
+    r.placement = None;
+    app.gpus.release(id);
     let (_, ev) =
         app.store.update_sandbox(&r, Some(NewEvent::state(r.state, Some(reason.to_string())))).await?;
     if let Some(ev) = ev {
@@ -246,4 +279,53 @@ pub async fn gauges(app: Arc<App>) {
             () = app.shutdown.cancelled() => return,
         }
     }
+}
+
+/// Period of the GPU memory watchdog.
+const WATCHDOG_TICK: Duration = Duration::from_secs(5);
+
+/// Enforces GPU shares: every few seconds, sums each sandbox's GPU memory (NVML's processes, mapped
+/// to sandboxes by cgroup) and, for a sandbox above its share of a GPU, kills its processes on
+/// that GPU (SIGKILL) and records a progress event saying why. The sandbox keeps running.
+pub async fn gpu_watchdog(app: Arc<App>) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(WATCHDOG_TICK) => {}
+            () = app.shutdown.cancelled() => return,
+        }
+        if let Err(e) = gpu_watchdog_once(&app).await {
+            warn!(error = ?e.0, "GPU watchdog failed; retrying");
+        }
+    }
+}
+
+/// One pass of the GPU watchdog.
+pub async fn gpu_watchdog_once(app: &Arc<App>) -> AppResult<()> {
+    let Some(host) = app.gpus.host.clone() else { return Ok(()) };
+    let live = app.store.sandboxes_in_states(&[SandboxState::Running]).await?;
+    let placements: Vec<_> = live.iter().filter_map(|r| app.placement_of(r).map(|p| (r.id, p))).collect();
+    let limits = app.gpus.share_limits(&placements);
+    if limits.is_empty() {
+        return Ok(());
+    }
+    let processes = tokio::task::spawn_blocking(move || host.processes())
+        .await
+        .map_err(|e| crate::error::AppError::internal("GPU watchdog", &e))?;
+    let owner = |pid: u32| sandpit_runtime::gpu::watchdog::sandbox_of(pid, "sandpit");
+    for v in sandpit_runtime::gpu::watchdog::violations(&processes, &limits, &owner) {
+        for pid in &v.pids {
+            // SAFETY: kill(2) with a pid NVML reported for a process of this sandbox.
+            unsafe { libc::kill(i32::try_from(*pid).unwrap_or(0), libc::SIGKILL) };
+        }
+        let message = format!(
+            "GPU memory above the share: {} MiB used on {} where the share is {} MiB; its GPU processes were killed",
+            v.used_bytes >> 20,
+            v.gpu,
+            v.limit_bytes >> 20
+        );
+        warn!(sandbox_id = %v.sandbox, gpu = %v.gpu, used = v.used_bytes, limit = v.limit_bytes, "GPU share exceeded");
+        let ev = app.store.append_event(&v.sandbox, NewEvent::progress(message, None)).await?;
+        app.hub.publish(&v.sandbox, &ev);
+    }
+    Ok(())
 }

@@ -37,7 +37,7 @@ async fn bad_input_gets_a_clear_error_and_creates_nothing() {
         (json!({"env": {"BAD-NAME": "x"}}), 400, "invalid_input", Some("env.BAD-NAME")),
         (json!({"name": "Not Valid"}), 400, "invalid_input", Some("name")),
         (json!({"gpu": {"type": "H100", "fraction": 33}}), 400, "invalid_input", Some("gpu.fraction")),
-        (json!({"gpu": {"type": "H100"}}), 507, "no_gpu_capacity", None),
+        (json!({"gpu": {"type": "H100"}}), 400, "invalid_input", Some("gpu.type")),
         (json!({"project": "nope"}), 404, "not_found", None),
     ];
     for (body, status, code, field) in cases {

@@ -2,7 +2,8 @@
 //!
 //! [`Store`] is the one interface the server uses; [`SqliteStore`] implements it over an embedded
 //! SQLite database in WAL mode (PostgreSQL later, behind the same trait and the same test suite).
-//! Money and usage records join in the accounts issue.
+//! Accounts (users, project membership, KYC), wallets and the usage ledger live here too; the
+//! money math is `sandpit-billing`'s.
 
 mod model;
 mod sqlite;
@@ -36,6 +37,21 @@ pub enum StoreError {
         /// What.
         what: &'static str,
     },
+    /// An amount of money the store refuses before writing anything. `what` names it: `amount`
+    /// (of a credit: not positive; of a charge line: negative), `low_threshold` (negative), or
+    /// `balance` (the change would take the balance out of the 64-bit range; `amount` is then the
+    /// change).
+    #[error("{what} {amount} is out of range")]
+    InvalidAmount {
+        /// Which value.
+        what: &'static str,
+        /// The refused amount.
+        amount: i64,
+    },
+    /// A charge for this sandbox covers a period that ends before it starts, or would move its
+    /// watermark backwards (`until` before `expected`). Nothing was written.
+    #[error("charge for sandbox {0} has a period that ends before it starts")]
+    InvalidPeriod(SandboxId),
     /// A stored value could not be decoded (a bug or a damaged database).
     #[error("corrupt {what} in the database: {detail}")]
     Corrupt {
@@ -163,4 +179,100 @@ pub trait Store: Send + Sync + 'static {
     /// Events of a sandbox with `seq > after`, oldest first, at most `limit` (clamped to
     /// `1..=1000`). Empty for an unknown sandbox.
     async fn list_events(&self, id: &SandboxId, after: u64, limit: u32) -> Result<Vec<SandboxEventView>>;
+
+    // -----------------------------------------------------------------------------------------
+    // Accounts.
+
+    /// Sets a user's KYC status and returns the user as stored. `reference: Some` also sets the
+    /// reference a provider's webhook names the user by; `None` keeps the current one. The store
+    /// does not police transitions (an admin may set any status); the server does.
+    /// `NotFound { what: "user" }` if there is no such user; `Conflict { field: "kyc_reference" }`
+    /// if another user has that reference.
+    async fn set_kyc(&self, user: UserId, kyc: KycStatus, reference: Option<&str>) -> Result<User>;
+
+    /// The user whose KYC reference is `reference`.
+    async fn user_by_kyc_reference(&self, reference: &str) -> Result<Option<User>>;
+
+    /// Records that the webhook event `event_id` was received: `true` the first time, `false` on
+    /// a replay (nothing is written then). Idempotent. Apply the event's (idempotent) effect
+    /// before recording it: a crash between the two then makes the provider's retry apply it
+    /// again instead of finding it recorded and losing it.
+    async fn record_webhook(&self, event_id: &str) -> Result<bool>;
+
+    /// Makes `user` a member of `project` with `role`; an existing member gets the new role (and
+    /// keeps when they were added). `NotFound { what: "project" | "user" }` if either is missing.
+    async fn add_member(&self, project: ProjectId, user: UserId, role: MemberRole) -> Result<Membership>;
+
+    /// Removes `user` from `project`: `true` if they were a member. Idempotent.
+    async fn remove_member(&self, project: ProjectId, user: UserId) -> Result<bool>;
+
+    /// The members of `project` with their users, by user name. Empty for an unknown project.
+    async fn members(&self, project: ProjectId) -> Result<Vec<(Membership, User)>>;
+
+    /// The projects `user` is a member of, by project id. Empty for an unknown user.
+    async fn memberships(&self, user: UserId) -> Result<Vec<Membership>>;
+
+    /// API keys, newest first, revoked ones included: every key (`None`) or `user`'s.
+    async fn list_api_keys(&self, user: Option<UserId>) -> Result<Vec<ApiKey>>;
+
+    /// An API key by id, revoked or not.
+    async fn get_api_key(&self, id: ApiKeyId) -> Result<Option<ApiKey>>;
+
+    // -----------------------------------------------------------------------------------------
+    // Money. Amounts are integer micro-units; the wallet's balance always equals its credits
+    // minus its charges in the ledger, because both change in the same transaction.
+
+    /// `project`'s wallet; the first read creates it (balance 0, threshold 0).
+    /// `NotFound { what: "project" }` if there is no such project.
+    async fn wallet(&self, project: ProjectId) -> Result<Wallet>;
+
+    /// Sets the balance below which `project`'s wallet counts as low (creating the wallet if
+    /// needed). `InvalidAmount { what: "low_threshold" }` if negative;
+    /// `NotFound { what: "project" }` if there is no such project.
+    async fn set_low_threshold(&self, project: ProjectId, threshold: i64) -> Result<Wallet>;
+
+    /// Adds `amount` to `project`'s wallet and appends a `credit` line (with `note` and `by`) in
+    /// one transaction; returns the wallet after it and the line. `InvalidAmount { what:
+    /// "amount" }` unless `amount > 0`, `InvalidAmount { what: "balance" }` if the balance would
+    /// overflow, `NotFound { what: "project" | "user" }` if the project or `by` is missing.
+    async fn credit(
+        &self,
+        project: ProjectId,
+        amount: i64,
+        note: Option<&str>,
+        by: Option<UserId>,
+    ) -> Result<(Wallet, LedgerEntry)>;
+
+    /// Charges `sandbox`'s usage up to `until`, exactly once.
+    ///
+    /// In one write transaction: reads the sandbox's watermark ("charged up to"); refuses with
+    /// `Stale(sandbox)` unless it equals `expected` (`None`: the sandbox was never charged);
+    /// appends one `charge` line per element of `lines` whose amount is not zero; subtracts their
+    /// sum from the wallet of the sandbox's project (creating the wallet if needed; the balance
+    /// may go negative); sets the watermark to `until`. A crash or a failure leaves all of it or
+    /// none of it, so a caller that lost the answer re-reads the watermark and computes again.
+    /// Returns the wallet after the charge.
+    ///
+    /// Compared and stored at millisecond precision (see [`truncate_to_millis`]).
+    /// `NotFound { what: "sandbox" }` for an unknown sandbox; `InvalidAmount { what: "amount" }`
+    /// for a negative line, `{ what: "balance" }` on overflow; `InvalidPeriod` if a line ends
+    /// before it starts or `until` is before `expected`. A line's `resource` must be `gpu`,
+    /// `cpu`, `memory` or `storage` (the database refuses anything else, and nothing is written).
+    async fn charge(
+        &self,
+        sandbox: &SandboxId,
+        expected: Option<OffsetDateTime>,
+        until: OffsetDateTime,
+        lines: &[NewCharge],
+    ) -> Result<Wallet>;
+
+    /// Ledger lines matching `filter`, oldest first (in the order written; ids increase).
+    /// `filter.projects == Some(vec![])` matches nothing.
+    async fn ledger(&self, filter: &LedgerFilter) -> Result<Vec<LedgerEntry>>;
+
+    /// Sandboxes the metering reconciler must look at, by id, each with its watermark: every
+    /// running or paused sandbox, plus every terminated or failed one that ever started
+    /// (`started_at` set) and has a `terminated_at`, whose watermark is missing or before its
+    /// `terminated_at` (its last seconds are not charged yet).
+    async fn sandboxes_to_meter(&self) -> Result<Vec<MeteredSandbox>>;
 }

@@ -38,6 +38,10 @@ pub struct User {
     pub name: String,
     /// Role.
     pub role: Role,
+    /// Identity verification.
+    pub kyc: KycStatus,
+    /// The reference a KYC provider's webhook names the user by (set when verification starts).
+    pub kyc_reference: Option<String>,
     /// Created.
     pub created_at: OffsetDateTime,
 }
@@ -150,6 +154,8 @@ pub struct SandboxRecord {
     pub exit_code: Option<i32>,
     /// Encrypted registry credentials (opaque to the store).
     pub credentials: Option<Vec<u8>>,
+    /// The scheduler's reservation while it holds one (opaque JSON to the store).
+    pub placement: Option<String>,
     /// Bumped by every update.
     pub generation: u64,
 }
@@ -190,4 +196,154 @@ impl NewEvent {
     pub fn progress(message: impl Into<String>, progress: Option<serde_json::Value>) -> Self {
         Self { kind: EventKind::Progress, state: None, reason: None, message: Some(message.into()), progress }
     }
+}
+
+/// Where a user is in identity verification. Creating or resuming a sandbox needs `Verified`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KycStatus {
+    /// Never started.
+    Unverified,
+    /// Started; the provider has not answered.
+    Pending,
+    /// Verified by the provider or an admin.
+    Verified,
+    /// Refused by the provider or an admin.
+    Rejected,
+}
+
+impl KycStatus {
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unverified => "unverified",
+            Self::Pending => "pending",
+            Self::Verified => "verified",
+            Self::Rejected => "rejected",
+        }
+    }
+
+    /// Parses the snake_case name.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Unverified, Self::Pending, Self::Verified, Self::Rejected]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+/// A user's role in one project.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberRole {
+    /// Manages members and the wallet's settings; uses the project.
+    Owner,
+    /// Uses the project.
+    Member,
+}
+
+/// A user's membership of a project.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    /// The project.
+    pub project: ProjectId,
+    /// The user.
+    pub user: UserId,
+    /// Their role there.
+    pub role: MemberRole,
+}
+
+/// A project's wallet. Amounts are integer micro-units of the server's currency.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wallet {
+    /// The project.
+    pub project: ProjectId,
+    /// Balance (may go below zero by at most one accrual).
+    pub balance: i64,
+    /// Below this the wallet counts as low.
+    pub low_threshold: i64,
+    /// Last change.
+    pub updated_at: OffsetDateTime,
+}
+
+/// What a ledger line is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LedgerKind {
+    /// Money added (admin credit).
+    Credit,
+    /// Usage charged.
+    Charge,
+}
+
+/// One line of a wallet's append-only ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerEntry {
+    /// Id (increasing).
+    pub id: i64,
+    /// The wallet's project.
+    pub project: ProjectId,
+    /// When it was written.
+    pub at: OffsetDateTime,
+    /// Credit or charge.
+    pub kind: LedgerKind,
+    /// Positive for credits, positive for charges too (the kind says which way it goes).
+    pub amount: i64,
+    /// The charged sandbox.
+    pub sandbox: Option<SandboxId>,
+    /// `gpu`, `cpu`, `memory` or `storage` for charges.
+    pub resource: Option<String>,
+    /// Seconds of usage a charge covers.
+    pub seconds: Option<u64>,
+    /// Start of the usage a charge covers.
+    pub period_from: Option<OffsetDateTime>,
+    /// End of the usage a charge covers.
+    pub period_to: Option<OffsetDateTime>,
+    /// A note (credits).
+    pub note: Option<String>,
+    /// Who wrote it (credits).
+    pub created_by: Option<UserId>,
+}
+
+/// A charge to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCharge {
+    /// `gpu`, `cpu`, `memory` or `storage`.
+    pub resource: String,
+    /// Amount (positive).
+    pub amount: i64,
+    /// Seconds covered.
+    pub seconds: u64,
+    /// Start of the usage.
+    pub period_from: OffsetDateTime,
+    /// End of the usage.
+    pub period_to: OffsetDateTime,
+}
+
+/// Which ledger lines to read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LedgerFilter {
+    /// Only these projects (`None`: all).
+    pub projects: Option<Vec<ProjectId>>,
+    /// Only lines with `period_from` (charges) or `at` (credits) at or after this.
+    pub from: Option<OffsetDateTime>,
+    /// Only lines with `period_from` (charges) or `at` (credits) before this.
+    pub to: Option<OffsetDateTime>,
+    /// Only this kind.
+    pub kind: Option<LedgerKind>,
+    /// Only charges of this sandbox.
+    pub sandbox: Option<SandboxId>,
+    /// Only lines with an id above this (paging: pass the last id read).
+    pub after_id: Option<i64>,
+    /// At most this many lines, clamped to `1..=1000` (`None`: all).
+    pub limit: Option<u32>,
+}
+
+/// A sandbox to meter, with its watermark.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeteredSandbox {
+    /// The sandbox.
+    pub sandbox: SandboxRecord,
+    /// Up to when its usage is charged (`None`: never charged); pass it as `expected` to
+    /// [`crate::Store::charge`].
+    pub charged_until: Option<OffsetDateTime>,
 }

@@ -28,12 +28,13 @@ use sqlx::query::Query;
 use sqlx::sqlite::{
     SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool, Transaction};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqliteExecutor, SqlitePool, Transaction};
 use time::OffsetDateTime;
 
 use crate::model::{
-    ApiKey, ApiKeyId, Desired, NewApiKey, NewEvent, Project, ProjectId, Role, SandboxFilter, SandboxRecord,
-    User, UserId,
+    ApiKey, ApiKeyId, Desired, KycStatus, LedgerEntry, LedgerFilter, LedgerKind, MemberRole, Membership,
+    MeteredSandbox, NewApiKey, NewCharge, NewEvent, Project, ProjectId, Role, SandboxFilter, SandboxRecord,
+    User, UserId, Wallet,
 };
 use crate::{Result, Store, StoreError};
 
@@ -53,7 +54,7 @@ macro_rules! sandbox_fields {
     () => {
         "project_id, created_by, name, state, state_reason, desired, image, cpu_millis, memory_bytes, \
          gpu, env, command, keep_running, timeout_s, metadata, created_at, started_at, ends_at, \
-         remaining_ms, paused_at, terminated_at, exit_code, credentials"
+         remaining_ms, paused_at, terminated_at, exit_code, credentials, placement"
     };
 }
 
@@ -67,19 +68,47 @@ macro_rules! select_sandboxes {
 const INSERT_SANDBOX: &str = concat!(
     "INSERT INTO sandboxes (id, ",
     sandbox_fields!(),
-    ", generation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)"
+    ", generation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)"
 );
 
 const UPDATE_SANDBOX: &str = concat!(
     "UPDATE sandboxes SET project_id = ?, created_by = ?, name = ?, state = ?, state_reason = ?, \
      desired = ?, image = ?, cpu_millis = ?, memory_bytes = ?, gpu = ?, env = ?, command = ?, \
      keep_running = ?, timeout_s = ?, metadata = ?, created_at = ?, started_at = ?, ends_at = ?, \
-     remaining_ms = ?, paused_at = ?, terminated_at = ?, exit_code = ?, credentials = ?, \
+     remaining_ms = ?, paused_at = ?, terminated_at = ?, exit_code = ?, credentials = ?, placement = ?, \
      generation = generation + 1 \
      WHERE id = ? AND generation = ? \
      RETURNING id, ",
     sandbox_fields!(),
     ", generation"
+);
+
+/// The columns of a user row, for [`user_from_row`].
+macro_rules! user_columns {
+    () => {
+        "id, name, role, kyc, kyc_reference, created_at"
+    };
+}
+
+/// The columns of an API key row, for [`api_key_from_row`].
+macro_rules! api_key_columns {
+    () => {
+        "id, user_id, project_id, name, prefix, created_at, revoked_at"
+    };
+}
+
+/// The columns of a ledger row, for [`ledger_from_row`].
+macro_rules! ledger_columns {
+    () => {
+        "id, project_id, at, kind, amount, sandbox_id, resource, seconds, period_from, period_to, note, \
+         created_by"
+    };
+}
+
+const INSERT_LEDGER: &str = concat!(
+    "INSERT INTO ledger (project_id, at, kind, amount, sandbox_id, resource, seconds, period_from, \
+     period_to, note, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING ",
+    ledger_columns!()
 );
 
 const INSERT_EVENT: &str = "INSERT INTO sandbox_events \
@@ -277,6 +306,36 @@ fn parse_desired(s: &str) -> Result<Desired> {
     }
 }
 
+fn member_role_str(r: MemberRole) -> &'static str {
+    match r {
+        MemberRole::Owner => "owner",
+        MemberRole::Member => "member",
+    }
+}
+
+fn parse_member_role(s: &str) -> Result<MemberRole> {
+    match s {
+        "owner" => Ok(MemberRole::Owner),
+        "member" => Ok(MemberRole::Member),
+        _ => Err(corrupt("member role", format!("unknown member role {s:?}"))),
+    }
+}
+
+fn ledger_kind_str(k: LedgerKind) -> &'static str {
+    match k {
+        LedgerKind::Credit => "credit",
+        LedgerKind::Charge => "charge",
+    }
+}
+
+fn parse_ledger_kind(s: &str) -> Result<LedgerKind> {
+    match s {
+        "credit" => Ok(LedgerKind::Credit),
+        "charge" => Ok(LedgerKind::Charge),
+        _ => Err(corrupt("ledger kind", format!("unknown ledger kind {s:?}"))),
+    }
+}
+
 fn kind_str(k: EventKind) -> &'static str {
     match k {
         EventKind::State => "state",
@@ -344,6 +403,7 @@ struct SandboxRow {
     terminated_at: Option<i64>,
     exit_code: Option<i32>,
     credentials: Option<Vec<u8>>,
+    placement: Option<String>,
 }
 
 impl SandboxRow {
@@ -372,6 +432,7 @@ impl SandboxRow {
             terminated_at: s.terminated_at.map(to_ms),
             exit_code: s.exit_code,
             credentials: s.credentials.clone(),
+            placement: s.placement.clone(),
         })
     }
 
@@ -400,6 +461,7 @@ impl SandboxRow {
             .bind(self.terminated_at)
             .bind(self.exit_code)
             .bind(self.credentials)
+            .bind(self.placement)
     }
 }
 
@@ -434,6 +496,7 @@ fn sandbox_from_row(row: &SqliteRow) -> Result<SandboxRecord> {
         terminated_at: col_opt_time(row, "terminated_at")?,
         exit_code: col(row, "exit_code")?,
         credentials: col(row, "credentials")?,
+        placement: col(row, "placement")?,
         generation: col_u64(row, "generation")?,
     })
 }
@@ -462,11 +525,65 @@ fn user_from_row(
     created: &'static str,
 ) -> Result<User> {
     let role: String = col(row, "role")?;
+    let kyc: String = col(row, "kyc")?;
     Ok(User {
         id: UserId(col(row, id)?),
         name: col(row, name)?,
         role: parse_role(&role)?,
+        kyc: KycStatus::parse(&kyc).ok_or_else(|| corrupt("kyc", format!("unknown KYC status {kyc:?}")))?,
+        kyc_reference: col(row, "kyc_reference")?,
         created_at: col_time(row, created)?,
+    })
+}
+
+fn api_key_from_row(row: &SqliteRow) -> Result<ApiKey> {
+    let project: Option<i64> = col(row, "project_id")?;
+    Ok(ApiKey {
+        id: ApiKeyId(col(row, "id")?),
+        user: UserId(col(row, "user_id")?),
+        project: project.map(ProjectId),
+        name: col(row, "name")?,
+        prefix: col(row, "prefix")?,
+        created_at: col_time(row, "created_at")?,
+        revoked_at: col_opt_time(row, "revoked_at")?,
+    })
+}
+
+fn membership_from_row(row: &SqliteRow) -> Result<Membership> {
+    let role: String = col(row, "member_role")?;
+    Ok(Membership {
+        project: ProjectId(col(row, "project_id")?),
+        user: UserId(col(row, "user_id")?),
+        role: parse_member_role(&role)?,
+    })
+}
+
+fn wallet_from_row(row: &SqliteRow) -> Result<Wallet> {
+    Ok(Wallet {
+        project: ProjectId(col(row, "project_id")?),
+        balance: col(row, "balance")?,
+        low_threshold: col(row, "low_threshold")?,
+        updated_at: col_time(row, "updated_at")?,
+    })
+}
+
+fn ledger_from_row(row: &SqliteRow) -> Result<LedgerEntry> {
+    let kind: String = col(row, "kind")?;
+    let sandbox: Option<String> = col(row, "sandbox_id")?;
+    let created_by: Option<i64> = col(row, "created_by")?;
+    Ok(LedgerEntry {
+        id: col(row, "id")?,
+        project: ProjectId(col(row, "project_id")?),
+        at: col_time(row, "at")?,
+        kind: parse_ledger_kind(&kind)?,
+        amount: col(row, "amount")?,
+        sandbox: sandbox.map(|s| s.parse().map_err(|e| corrupt("sandbox_id", e))).transpose()?,
+        resource: col(row, "resource")?,
+        seconds: col_opt_u64(row, "seconds")?,
+        period_from: col_opt_time(row, "period_from")?,
+        period_to: col_opt_time(row, "period_to")?,
+        note: col(row, "note")?,
+        created_by: created_by.map(UserId),
     })
 }
 
@@ -521,6 +638,84 @@ async fn sandbox_exists(conn: &mut SqliteConnection, id: &SandboxId) -> Result<b
         .await?)
 }
 
+async fn read_wallet<'e>(ex: impl SqliteExecutor<'e>, project: ProjectId) -> Result<Option<Wallet>> {
+    let row = sqlx::query(
+        "SELECT project_id, balance, low_threshold, updated_at FROM wallets WHERE project_id = ?",
+    )
+    .bind(project.0)
+    .fetch_optional(ex)
+    .await?;
+    row.as_ref().map(wallet_from_row).transpose()
+}
+
+/// `project`'s wallet, created (empty) if it has none, inside the caller's write transaction.
+async fn ensure_wallet(conn: &mut SqliteConnection, project: ProjectId) -> Result<Wallet> {
+    if let Some(w) = read_wallet(&mut *conn, project).await? {
+        return Ok(w);
+    }
+    if !exists(conn, "SELECT EXISTS (SELECT 1 FROM projects WHERE id = ?)", project.0).await? {
+        return Err(StoreError::NotFound { what: "project" });
+    }
+    let row = sqlx::query(
+        "INSERT INTO wallets (project_id, balance, low_threshold, updated_at) VALUES (?, 0, 0, ?) \
+         RETURNING project_id, balance, low_threshold, updated_at",
+    )
+    .bind(project.0)
+    .bind(now_ms())
+    .fetch_one(&mut *conn)
+    .await?;
+    wallet_from_row(&row)
+}
+
+/// Sets `project`'s balance, inside the caller's write transaction.
+async fn set_balance(conn: &mut SqliteConnection, project: ProjectId, balance: i64) -> Result<Wallet> {
+    let row = sqlx::query(
+        "UPDATE wallets SET balance = ?, updated_at = ? WHERE project_id = ? \
+         RETURNING project_id, balance, low_threshold, updated_at",
+    )
+    .bind(balance)
+    .bind(now_ms())
+    .bind(project.0)
+    .fetch_one(&mut *conn)
+    .await?;
+    wallet_from_row(&row)
+}
+
+/// A ledger line's columns, encoded (binding order of `INSERT_LEDGER`).
+struct LedgerRow<'a> {
+    project_id: i64,
+    kind: LedgerKind,
+    amount: i64,
+    sandbox_id: Option<&'a str>,
+    resource: Option<&'a str>,
+    seconds: Option<i64>,
+    period_from: Option<i64>,
+    period_to: Option<i64>,
+    note: Option<&'a str>,
+    created_by: Option<i64>,
+}
+
+impl LedgerRow<'_> {
+    /// Appends the line, inside the caller's write transaction.
+    async fn insert(self, conn: &mut SqliteConnection, at: i64) -> Result<LedgerEntry> {
+        let row = sqlx::query(INSERT_LEDGER)
+            .bind(self.project_id)
+            .bind(at)
+            .bind(ledger_kind_str(self.kind))
+            .bind(self.amount)
+            .bind(self.sandbox_id)
+            .bind(self.resource)
+            .bind(self.seconds)
+            .bind(self.period_from)
+            .bind(self.period_to)
+            .bind(self.note)
+            .bind(self.created_by)
+            .fetch_one(&mut *conn)
+            .await?;
+        ledger_from_row(&row)
+    }
+}
+
 fn ids_from_rows(rows: &[SqliteRow]) -> Result<Vec<SandboxId>> {
     rows.iter().map(|r| col_id(r, "id")).collect()
 }
@@ -562,12 +757,14 @@ impl Store for SqliteStore {
             id: UserId(id),
             name: name.to_owned(),
             role,
+            kyc: KycStatus::Unverified,
+            kyc_reference: None,
             created_at: from_ms(created_at, "created_at")?,
         })
     }
 
     async fn get_user(&self, id: UserId) -> Result<Option<User>> {
-        let row = sqlx::query("SELECT id, name, role, created_at FROM users WHERE id = ?")
+        let row = sqlx::query(concat!("SELECT ", user_columns!(), " FROM users WHERE id = ?"))
             .bind(id.0)
             .fetch_optional(&self.reader)
             .await?;
@@ -658,7 +855,7 @@ impl Store for SqliteStore {
     async fn find_api_key(&self, hash: &[u8; 32]) -> Result<Option<(ApiKey, User)>> {
         let row = sqlx::query(
             "SELECT k.id, k.user_id, k.project_id, k.name, k.prefix, k.created_at, k.revoked_at, \
-                    u.name AS user_name, u.role, u.created_at AS user_created_at \
+                    u.name AS user_name, u.role, u.kyc, u.kyc_reference, u.created_at AS user_created_at \
              FROM api_keys k JOIN users u ON u.id = k.user_id \
              WHERE k.hash = ? AND k.revoked_at IS NULL",
         )
@@ -666,16 +863,7 @@ impl Store for SqliteStore {
         .fetch_optional(&self.reader)
         .await?;
         let Some(row) = row else { return Ok(None) };
-        let project: Option<i64> = col(&row, "project_id")?;
-        let key = ApiKey {
-            id: ApiKeyId(col(&row, "id")?),
-            user: UserId(col(&row, "user_id")?),
-            project: project.map(ProjectId),
-            name: col(&row, "name")?,
-            prefix: col(&row, "prefix")?,
-            created_at: col_time(&row, "created_at")?,
-            revoked_at: col_opt_time(&row, "revoked_at")?,
-        };
+        let key = api_key_from_row(&row)?;
         let user = user_from_row(&row, "user_id", "user_name", "user_created_at")?;
         Ok(Some((key, user)))
     }
@@ -869,6 +1057,346 @@ impl Store for SqliteStore {
         .fetch_all(&self.reader)
         .await?;
         rows.iter().map(event_from_row).collect()
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Accounts.
+
+    async fn set_kyc(&self, user: UserId, kyc: KycStatus, reference: Option<&str>) -> Result<User> {
+        let row = sqlx::query(concat!(
+            "UPDATE users SET kyc = ?, kyc_reference = coalesce(?, kyc_reference) WHERE id = ? RETURNING ",
+            user_columns!()
+        ))
+        .bind(kyc.as_str())
+        .bind(reference)
+        .bind(user.0)
+        .fetch_optional(&self.writer)
+        .await
+        .map_err(|e| match unique_violation(&e) {
+            Some(_) => StoreError::Conflict {
+                field: "kyc_reference",
+                value: reference.unwrap_or_default().to_owned(),
+            },
+            None => e.into(),
+        })?;
+        let row = row.ok_or(StoreError::NotFound { what: "user" })?;
+        user_from_row(&row, "id", "name", "created_at")
+    }
+
+    async fn user_by_kyc_reference(&self, reference: &str) -> Result<Option<User>> {
+        let row = sqlx::query(concat!("SELECT ", user_columns!(), " FROM users WHERE kyc_reference = ?"))
+            .bind(reference)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.map(|r| user_from_row(&r, "id", "name", "created_at")).transpose()
+    }
+
+    async fn record_webhook(&self, event_id: &str) -> Result<bool> {
+        let done =
+            sqlx::query("INSERT INTO webhook_deliveries (event_id, at) VALUES (?, ?) ON CONFLICT DO NOTHING")
+                .bind(event_id)
+                .bind(now_ms())
+                .execute(&self.writer)
+                .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn add_member(&self, project: ProjectId, user: UserId, role: MemberRole) -> Result<Membership> {
+        let mut tx = self.begin_write().await?;
+        if !exists(&mut tx, "SELECT EXISTS (SELECT 1 FROM projects WHERE id = ?)", project.0).await? {
+            return Err(StoreError::NotFound { what: "project" });
+        }
+        if !exists(&mut tx, "SELECT EXISTS (SELECT 1 FROM users WHERE id = ?)", user.0).await? {
+            return Err(StoreError::NotFound { what: "user" });
+        }
+        sqlx::query(
+            "INSERT INTO project_members (project_id, user_id, role, added_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (project_id, user_id) DO UPDATE SET role = excluded.role",
+        )
+        .bind(project.0)
+        .bind(user.0)
+        .bind(member_role_str(role))
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Membership { project, user, role })
+    }
+
+    async fn remove_member(&self, project: ProjectId, user: UserId) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM project_members WHERE project_id = ? AND user_id = ?")
+            .bind(project.0)
+            .bind(user.0)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn members(&self, project: ProjectId) -> Result<Vec<(Membership, User)>> {
+        let rows = sqlx::query(
+            "SELECT m.project_id, m.user_id, m.role AS member_role, \
+                    u.name, u.role, u.kyc, u.kyc_reference, u.created_at \
+             FROM project_members m JOIN users u ON u.id = m.user_id \
+             WHERE m.project_id = ? ORDER BY u.name",
+        )
+        .bind(project.0)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((membership_from_row(r)?, user_from_row(r, "user_id", "name", "created_at")?)))
+            .collect()
+    }
+
+    async fn memberships(&self, user: UserId) -> Result<Vec<Membership>> {
+        let rows = sqlx::query(
+            "SELECT project_id, user_id, role AS member_role FROM project_members \
+             WHERE user_id = ? ORDER BY project_id",
+        )
+        .bind(user.0)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(membership_from_row).collect()
+    }
+
+    async fn list_api_keys(&self, user: Option<UserId>) -> Result<Vec<ApiKey>> {
+        let mut q = QueryBuilder::<Sqlite>::new(concat!("SELECT ", api_key_columns!(), " FROM api_keys"));
+        if let Some(user) = user {
+            q.push(" WHERE user_id = ");
+            q.push_bind(user.0);
+        }
+        q.push(" ORDER BY created_at DESC, id DESC");
+        let rows = q.build().fetch_all(&self.reader).await?;
+        rows.iter().map(api_key_from_row).collect()
+    }
+
+    async fn get_api_key(&self, id: ApiKeyId) -> Result<Option<ApiKey>> {
+        let row = sqlx::query(concat!("SELECT ", api_key_columns!(), " FROM api_keys WHERE id = ?"))
+            .bind(id.0)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(api_key_from_row).transpose()
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Money.
+
+    async fn wallet(&self, project: ProjectId) -> Result<Wallet> {
+        if let Some(w) = read_wallet(&self.reader, project).await? {
+            return Ok(w);
+        }
+        let mut tx = self.begin_write().await?;
+        let wallet = ensure_wallet(&mut tx, project).await?;
+        tx.commit().await?;
+        Ok(wallet)
+    }
+
+    async fn set_low_threshold(&self, project: ProjectId, threshold: i64) -> Result<Wallet> {
+        if threshold < 0 {
+            return Err(StoreError::InvalidAmount { what: "low_threshold", amount: threshold });
+        }
+        let mut tx = self.begin_write().await?;
+        ensure_wallet(&mut tx, project).await?;
+        let row = sqlx::query(
+            "UPDATE wallets SET low_threshold = ?, updated_at = ? WHERE project_id = ? \
+             RETURNING project_id, balance, low_threshold, updated_at",
+        )
+        .bind(threshold)
+        .bind(now_ms())
+        .bind(project.0)
+        .fetch_one(&mut *tx)
+        .await?;
+        let wallet = wallet_from_row(&row)?;
+        tx.commit().await?;
+        Ok(wallet)
+    }
+
+    async fn credit(
+        &self,
+        project: ProjectId,
+        amount: i64,
+        note: Option<&str>,
+        by: Option<UserId>,
+    ) -> Result<(Wallet, LedgerEntry)> {
+        if amount <= 0 {
+            return Err(StoreError::InvalidAmount { what: "amount", amount });
+        }
+        let mut tx = self.begin_write().await?;
+        let wallet = ensure_wallet(&mut tx, project).await?;
+        if let Some(u) = by
+            && !exists(&mut tx, "SELECT EXISTS (SELECT 1 FROM users WHERE id = ?)", u.0).await?
+        {
+            return Err(StoreError::NotFound { what: "user" });
+        }
+        let balance = wallet
+            .balance
+            .checked_add(amount)
+            .ok_or(StoreError::InvalidAmount { what: "balance", amount })?;
+        let entry = LedgerRow {
+            project_id: project.0,
+            kind: LedgerKind::Credit,
+            amount,
+            sandbox_id: None,
+            resource: None,
+            seconds: None,
+            period_from: None,
+            period_to: None,
+            note,
+            created_by: by.map(|u| u.0),
+        }
+        .insert(&mut tx, now_ms())
+        .await?;
+        let wallet = set_balance(&mut tx, project, balance).await?;
+        tx.commit().await?;
+        Ok((wallet, entry))
+    }
+
+    async fn charge(
+        &self,
+        sandbox: &SandboxId,
+        expected: Option<OffsetDateTime>,
+        until: OffsetDateTime,
+        lines: &[NewCharge],
+    ) -> Result<Wallet> {
+        let expected = expected.map(to_ms);
+        let until = to_ms(until);
+        if expected.is_some_and(|e| until < e) {
+            return Err(StoreError::InvalidPeriod(*sandbox));
+        }
+        // Everything that can be refused without the database is refused before writing.
+        let mut total: i64 = 0;
+        let mut encoded = Vec::with_capacity(lines.len());
+        for line in lines {
+            if line.amount < 0 {
+                return Err(StoreError::InvalidAmount { what: "amount", amount: line.amount });
+            }
+            let (from, to) = (to_ms(line.period_from), to_ms(line.period_to));
+            if to < from {
+                return Err(StoreError::InvalidPeriod(*sandbox));
+            }
+            total = total
+                .checked_add(line.amount)
+                .ok_or(StoreError::InvalidAmount { what: "balance", amount: line.amount })?;
+            if line.amount > 0 {
+                encoded.push((line, int(line.seconds, "seconds")?, from, to));
+            }
+        }
+
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(
+            "SELECT s.project_id, m.charged_until FROM sandboxes s \
+             LEFT JOIN meters m ON m.sandbox_id = s.id WHERE s.id = ?",
+        )
+        .bind(sandbox.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else { return Err(StoreError::NotFound { what: "sandbox" }) };
+        let project = ProjectId(col(&row, "project_id")?);
+        let charged_until: Option<i64> = col(&row, "charged_until")?;
+        if charged_until != expected {
+            return Err(StoreError::Stale(*sandbox));
+        }
+        let mut wallet = ensure_wallet(&mut tx, project).await?;
+        let balance = wallet
+            .balance
+            .checked_sub(total)
+            .ok_or(StoreError::InvalidAmount { what: "balance", amount: total })?;
+        let at = now_ms();
+        for (line, seconds, from, to) in encoded {
+            LedgerRow {
+                project_id: project.0,
+                kind: LedgerKind::Charge,
+                amount: line.amount,
+                sandbox_id: Some(sandbox.as_str()),
+                resource: Some(&line.resource),
+                seconds: Some(seconds),
+                period_from: Some(from),
+                period_to: Some(to),
+                note: None,
+                created_by: None,
+            }
+            .insert(&mut tx, at)
+            .await?;
+        }
+        if total > 0 {
+            wallet = set_balance(&mut tx, project, balance).await?;
+        }
+        sqlx::query(
+            "INSERT INTO meters (sandbox_id, charged_until) VALUES (?, ?) \
+             ON CONFLICT (sandbox_id) DO UPDATE SET charged_until = excluded.charged_until",
+        )
+        .bind(sandbox.as_str())
+        .bind(until)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(wallet)
+    }
+
+    async fn ledger(&self, filter: &LedgerFilter) -> Result<Vec<LedgerEntry>> {
+        let mut q =
+            QueryBuilder::<Sqlite>::new(concat!("SELECT ", ledger_columns!(), " FROM ledger WHERE 1 = 1"));
+        if let Some(projects) = &filter.projects {
+            if projects.is_empty() {
+                return Ok(Vec::new());
+            }
+            q.push(" AND project_id IN (");
+            let mut list = q.separated(", ");
+            for p in projects {
+                list.push_bind(p.0);
+            }
+            q.push(")");
+        }
+        if let Some(kind) = filter.kind {
+            q.push(" AND kind = ");
+            q.push_bind(ledger_kind_str(kind));
+        }
+        if let Some(sandbox) = &filter.sandbox {
+            q.push(" AND sandbox_id = ");
+            q.push_bind(sandbox.to_string());
+        }
+        // The expression of the `ledger_by_project_time` index.
+        if let Some(from) = filter.from {
+            q.push(" AND coalesce(period_from, at) >= ");
+            q.push_bind(to_ms(from));
+        }
+        if let Some(to) = filter.to {
+            q.push(" AND coalesce(period_from, at) < ");
+            q.push_bind(to_ms(to));
+        }
+        if let Some(after) = filter.after_id {
+            q.push(" AND id > ");
+            q.push_bind(after);
+        }
+        q.push(" ORDER BY id");
+        if let Some(limit) = filter.limit {
+            q.push(" LIMIT ");
+            q.push_bind(i64::from(limit.clamp(1, MAX_PAGE)));
+        }
+        let rows = q.build().fetch_all(&self.reader).await?;
+        rows.iter().map(ledger_from_row).collect()
+    }
+
+    async fn sandboxes_to_meter(&self) -> Result<Vec<MeteredSandbox>> {
+        let rows = sqlx::query(concat!(
+            "SELECT id, ",
+            sandbox_fields!(),
+            ", generation, charged_until FROM sandboxes LEFT JOIN meters ON meters.sandbox_id = sandboxes.id \
+             WHERE state IN ('running', 'paused') \
+                OR (state IN ('terminated', 'failed') AND started_at IS NOT NULL \
+                    AND terminated_at IS NOT NULL \
+                    AND (charged_until IS NULL OR charged_until < terminated_at)) \
+             ORDER BY id"
+        ))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(MeteredSandbox {
+                    sandbox: sandbox_from_row(r)?,
+                    charged_until: col_opt_time(r, "charged_until")?,
+                })
+            })
+            .collect()
     }
 }
 

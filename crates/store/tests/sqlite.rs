@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use sandpit_store::{Role, SandboxFilter, SqliteStore, Store, StoreError};
+use sandpit_store::{KycStatus, Role, SandboxFilter, SqliteStore, Store, StoreError};
 use sandpit_types::{SandboxId, SandboxState};
 use sqlx::Connection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
@@ -210,4 +210,113 @@ async fn listing_a_page_out_of_ten_thousand_sandboxes_is_fast() {
     let counts = store.count_by_state().await.unwrap();
     println!("count_by_state over {N}: {:?}", start.elapsed());
     assert!(counts.iter().all(|(_, n)| *n == (N / 5) as u64));
+}
+
+/// A database as the release before accounts left it (only `0001` applied, through sqlx's
+/// migrator as `SqliteStore::open` ran it then) upgrades to the current schema when opened, and
+/// what it held is still there.
+#[tokio::test]
+async fn a_database_from_before_accounts_upgrades_in_place() {
+    let h = SqliteHarness::new();
+    let sandbox_id = SandboxId::generate();
+    {
+        let options =
+            SqliteConnectOptions::new().filename(h.path()).create_if_missing(true).foreign_keys(true);
+        let mut conn = SqliteConnection::connect_with(&options).await.unwrap();
+        sqlx::migrate!("./migrations/sqlite").run_to(1, &mut conn).await.unwrap();
+        for sql in [
+            "INSERT INTO users (id, name, role, created_at) VALUES (1, 'admin', 'admin', 1700000000000)",
+            "INSERT INTO users (id, name, role, created_at) VALUES (2, 'bob', 'member', 1700000000001)",
+            "INSERT INTO projects (id, name, created_at) VALUES (1, 'default', 1700000000000)",
+        ] {
+            sqlx::query(sql).execute(&mut conn).await.unwrap();
+        }
+        sqlx::query(
+            "INSERT INTO sandboxes (id, project_id, created_by, state, desired, image, cpu_millis, \
+             memory_bytes, env, keep_running, timeout_s, metadata, created_at, started_at, generation) \
+             VALUES (?, 1, 2, 'running', 'running', 'base', 1000, 1073741824, '{}', 0, 3600, '{}', \
+             1700000000000, 1700000000500, 3)",
+        )
+        .bind(sandbox_id.as_str())
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+    }
+
+    let store = SqliteStore::open(&h.path()).await.unwrap();
+    let admin = store.get_user(sandpit_store::UserId(1)).await.unwrap().unwrap();
+    assert_eq!((admin.name.as_str(), admin.role), ("admin", Role::Admin));
+    assert_eq!(
+        (admin.kyc, admin.kyc_reference),
+        (KycStatus::Unverified, None),
+        "existing users start unverified"
+    );
+    let bob = store.get_user(sandpit_store::UserId(2)).await.unwrap().unwrap();
+    assert_eq!(bob.kyc, KycStatus::Unverified);
+    let s = store.get_sandbox(&sandbox_id).await.unwrap().unwrap();
+    assert_eq!((s.state, s.generation), (SandboxState::Running, 3));
+
+    // The new tables work on the old rows.
+    let verified = store.set_kyc(admin.id, KycStatus::Verified, None).await.unwrap();
+    assert_eq!(verified.kyc, KycStatus::Verified);
+    let project = store.project_by_name("default").await.unwrap().unwrap();
+    store.add_member(project.id, bob.id, sandpit_store::MemberRole::Owner).await.unwrap();
+    assert_eq!(store.wallet(project.id).await.unwrap().balance, 0);
+    let metered = store.sandboxes_to_meter().await.unwrap();
+    assert_eq!(metered.len(), 1);
+    assert_eq!((metered[0].sandbox.id, metered[0].charged_until), (sandbox_id, None));
+    let until = s.started_at.unwrap() + time::Duration::seconds(10);
+    store.charge(&sandbox_id, None, until, &[]).await.unwrap();
+    store.close().await;
+
+    // Every migration is recorded, and the new constraints hold on the upgraded file.
+    let mut conn = raw(&h.path()).await;
+    let versions: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(versions, [1, 2, 3]);
+    let err =
+        sqlx::query("UPDATE users SET kyc = 'maybe' WHERE id = 2").execute(&mut conn).await.unwrap_err();
+    assert!(err.to_string().contains("CHECK"), "{err}");
+    sqlx::query("UPDATE users SET kyc_reference = 'r' WHERE id = 1").execute(&mut conn).await.unwrap();
+    let err = sqlx::query("UPDATE users SET kyc_reference = 'r' WHERE id = 2")
+        .execute(&mut conn)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("UNIQUE"), "{err}");
+    drop(conn);
+    // Opening again runs nothing twice.
+    SqliteStore::open(&h.path()).await.unwrap().close().await;
+}
+
+/// The ledger refuses lines that are not what their kind says, even written past the store.
+#[tokio::test]
+async fn ledger_lines_must_match_their_kind() {
+    let h = SqliteHarness::new();
+    let store = SqliteStore::open(&h.path()).await.unwrap();
+    let project = store.create_project("p").await.unwrap();
+    let mut conn = raw(&h.path()).await;
+    let insert = |sql: &'static str| sqlx::query(sql).bind(project.id.0);
+    for sql in [
+        // A credit naming a sandbox.
+        "INSERT INTO ledger (project_id, at, kind, amount, sandbox_id) VALUES (?, 0, 'credit', 5, 'x')",
+        // A charge with no period.
+        "INSERT INTO ledger (project_id, at, kind, amount, sandbox_id, resource, seconds) \
+         VALUES (?, 0, 'charge', 5, 'x', 'cpu', 1)",
+        // A period that ends before it starts.
+        "INSERT INTO ledger (project_id, at, kind, amount, sandbox_id, resource, seconds, period_from, period_to) \
+         VALUES (?, 0, 'charge', 5, 'x', 'cpu', 1, 10, 9)",
+        // A zero amount.
+        "INSERT INTO ledger (project_id, at, kind, amount) VALUES (?, 0, 'credit', 0)",
+        // A float.
+        "INSERT INTO ledger (project_id, at, kind, amount) VALUES (?, 0, 'credit', 1.5)",
+    ] {
+        assert!(insert(sql).execute(&mut conn).await.is_err(), "{sql}");
+    }
+    insert("INSERT INTO ledger (project_id, at, kind, amount) VALUES (?, 0, 'credit', 5)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
 }

@@ -645,6 +645,29 @@ pub struct Health {
     pub version: String,
 }
 
+/// One GPU type of the server and what is free of it (`GET /v1/gpus`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct GpuTypeView {
+    /// Type name to use in `gpu.type` (`H100`, `A100-80GB`, `T4`, or what NVML reports).
+    #[serde(rename = "type")]
+    pub gpu_type: String,
+    /// Memory of one GPU.
+    #[schema(value_type = String, example = "80Gi")]
+    pub memory: ByteSize,
+    /// GPUs of this type.
+    pub total: u32,
+    /// GPUs with nothing on them (a whole-GPU sandbox fits on each).
+    pub free_whole: u32,
+    /// How many more 25 % sandboxes fit.
+    pub free_25: u32,
+    /// How many more 50 % sandboxes fit.
+    pub free_50: u32,
+    /// How many more 75 % sandboxes fit.
+    pub free_75: u32,
+    /// Simulated GPUs: scheduled and billed like real ones, but no device is given to sandboxes.
+    pub simulated: bool,
+}
+
 /// A project as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ProjectView {

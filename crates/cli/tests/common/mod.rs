@@ -72,11 +72,13 @@ pub struct Start {
     pub bootstrap_key: Option<String>,
     /// `SANDPIT_FAILPOINT`: the server kills itself with SIGKILL on reaching this point.
     pub failpoint: Option<String>,
+    /// `SANDPIT_SIMULATE_GPUS`, if any.
+    pub simulate_gpus: Option<String>,
 }
 
 impl Default for Start {
     fn default() -> Self {
-        Self { bootstrap_key: Some(KEY.into()), failpoint: None }
+        Self { bootstrap_key: Some(KEY.into()), failpoint: None, simulate_gpus: None }
     }
 }
 
@@ -125,6 +127,10 @@ impl Serve {
         match &opts.failpoint {
             Some(f) => c.env("SANDPIT_FAILPOINT", f),
             None => c.env_remove("SANDPIT_FAILPOINT"),
+        };
+        match &opts.simulate_gpus {
+            Some(g) => c.env("SANDPIT_SIMULATE_GPUS", g),
+            None => c.env_remove("SANDPIT_SIMULATE_GPUS"),
         };
         self.child = Some(c.spawn().unwrap());
     }

@@ -148,11 +148,28 @@ pub(crate) fn sync_dir(path: &Path) -> Result<(), ImageError> {
 
 /// Replaces `dest` with `value` as JSON, atomically (write in a workspace, sync, rename, sync).
 pub(crate) fn write_json_atomic<T: Serialize>(tmp: &Path, dest: &Path, value: &T) -> Result<(), ImageError> {
+    write_json_replacing(tmp, dest, value, true)
+}
+
+/// Replaces `dest` with `value` as JSON, atomically; `durable` syncs the file and the directory
+/// (without it, a power loss may keep the old content, but never a torn file).
+pub(crate) fn write_json_replacing<T: Serialize>(
+    tmp: &Path,
+    dest: &Path,
+    value: &T,
+    durable: bool,
+) -> Result<(), ImageError> {
     let bytes = serde_json::to_vec_pretty(value).map_err(|e| ImageError::io("serialise", dest, e))?;
     let workspace = Workspace::create(tmp)?;
-    let staged = workspace.write_synced("file.json", &bytes)?;
+    let staged = if durable {
+        workspace.write_synced("file.json", &bytes)?
+    } else {
+        let path = workspace.path().join("file.json");
+        std::fs::write(&path, &bytes).map_err(|e| ImageError::io("write", &path, e))?;
+        path
+    };
     std::fs::rename(&staged, dest).map_err(|e| ImageError::io("rename into place", dest, e))?;
-    if let Some(parent) = dest.parent() {
+    if durable && let Some(parent) = dest.parent() {
         sync_dir(parent)?;
     }
     Ok(())

@@ -21,6 +21,7 @@
 //! dir without `.json` (replaced by the next import of that layer).
 
 mod fsutil;
+mod gc;
 mod record;
 mod session;
 
@@ -29,7 +30,8 @@ use std::path::{Path, PathBuf};
 
 use sandpit_types::ByteSize;
 
-pub use record::{ImageConfigSummary, ImageRecord, LayerInfo, LayerRecord};
+pub use gc::GcReport;
+pub use record::{ImageConfigSummary, ImageRecord, ImageSource, LayerInfo, LayerRecord};
 pub use session::ImportSession;
 
 use crate::digest::Sha256Digest;
@@ -245,33 +247,33 @@ impl ImageStore {
 
     /// Every layer some image record lists.
     fn referenced_layers(&self) -> Result<BTreeSet<Sha256Digest>, ImageError> {
-        let mut layers = BTreeSet::new();
-        for digest in self.image_digests()? {
-            if let Some(record) = self.read_image(&digest)? {
-                layers.extend(record.layers.iter().map(|l| l.diff_id));
-            }
-        }
-        Ok(layers)
+        Ok(self.layer_refcounts()?.into_keys().collect())
     }
 
     fn read_refs(&self) -> Result<RefsFile, ImageError> {
         Ok(read_json(&self.refs_path())?.unwrap_or_default())
     }
 
-    /// Writes an image record and points `reference` at it, under the catalog lock.
+    /// Writes an image record and points `reference` at it, under the catalog lock. A record
+    /// already there gives its `last_used` and, when more public, its source.
     fn record_image(
         &self,
         record: &ImageRecord,
         reference: Option<&ImageReference>,
     ) -> Result<ImageRecord, ImageError> {
         let _catalog = FileLock::acquire(&self.catalog_lock_path(), true)?;
-        write_json_atomic(&self.tmp_dir(), &self.image_path(&record.manifest_digest), record)?;
+        let existing = self.read_image(&record.manifest_digest)?;
+        let mut record = record.clone();
+        if let Some(existing) = &existing {
+            record.last_used = existing.last_used;
+        }
+        record.source = record.source.merged_with(existing.as_ref().map(|e| &e.source));
+        write_json_atomic(&self.tmp_dir(), &self.image_path(&record.manifest_digest), &record)?;
         let mut refs = self.read_refs()?;
         if let Some(reference) = reference {
             refs.refs.insert(reference.clone(), record.manifest_digest);
             write_json_atomic(&self.tmp_dir(), &self.refs_path(), &refs)?;
         }
-        let mut record = record.clone();
         record.references = references_to(&refs, &record.manifest_digest);
         Ok(record)
     }

@@ -35,6 +35,60 @@ pub struct ImageRecord {
     /// The references that point at it (kept in `refs.json`, filled in on read).
     #[serde(skip)]
     pub references: Vec<ImageReference>,
+    /// How the image came into the store: it decides who may use it (see
+    /// [`crate::registry`] for the access rule).
+    #[serde(default)]
+    pub source: ImageSource,
+    /// When a sandbox was last created from it ([`crate::ImageStore::touch`]); `None` until then.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub last_used: Option<OffsetDateTime>,
+}
+
+impl ImageRecord {
+    /// When the image was last used or (re)imported, whichever is later: the age LRU eviction
+    /// goes by.
+    pub fn recency(&self) -> OffsetDateTime {
+        self.last_used.map_or(self.imported_at, |used| used.max(self.imported_at))
+    }
+}
+
+/// How an image was obtained.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ImageSource {
+    /// Imported or built on this machine (an OCI layout, an archive, a directory): usable by all.
+    #[default]
+    Local,
+    /// Pulled from a registry.
+    Registry {
+        /// The registry host (`docker.io`, `127.0.0.1:5000`).
+        registry: String,
+        /// The repository in it (`library/busybox`).
+        repository: String,
+        /// Whether it was pulled without credentials (anyone may use it); `false`: only callers
+        /// whose credentials the registry accepts for it may.
+        anonymous: bool,
+    },
+}
+
+impl ImageSource {
+    /// Whether anyone may use the image without showing credentials.
+    pub fn is_public(&self) -> bool {
+        match self {
+            Self::Local => true,
+            Self::Registry { anonymous, .. } => *anonymous,
+        }
+    }
+
+    /// The source to keep when an image already in the store arrives again: the more public
+    /// one wins (content that anyone could fetch stays usable by anyone), else the newer one.
+    pub(crate) fn merged_with(self, existing: Option<&ImageSource>) -> ImageSource {
+        match existing {
+            Some(old) if old.is_public() && !self.is_public() => old.clone(),
+            Some(ImageSource::Local) => ImageSource::Local,
+            _ => self,
+        }
+    }
 }
 
 /// One layer of an image.

@@ -20,7 +20,7 @@ use sandpit_types::ByteSize;
 use time::OffsetDateTime;
 
 use super::fsutil::{FileLock, Workspace, sync_dir};
-use super::{ImageRecord, ImageStore, LayerInfo, LayerRecord};
+use super::{ImageRecord, ImageSource, ImageStore, LayerInfo, LayerRecord};
 use crate::digest::Sha256Digest;
 use crate::error::ImageError;
 use crate::media::LayerMediaType;
@@ -136,12 +136,24 @@ impl<'s> ImportSession<'s> {
         Ok(info)
     }
 
-    /// Records the image: every layer of `plan` must be in the store (checked or unpacked through
-    /// this session or earlier). Points `reference` at it when given.
+    /// Records the image as [`ImageSource::Local`]: every layer of `plan` must be in the store
+    /// (checked or unpacked through this session or earlier). Points `reference` at it when given.
     pub fn commit(
+        self,
+        plan: &ImagePlan,
+        reference: Option<&ImageReference>,
+    ) -> Result<ImageRecord, ImageError> {
+        self.commit_from(plan, reference, ImageSource::Local)
+    }
+
+    /// [`Self::commit`] for an image obtained from `source`. When the store already has the
+    /// image, the more public of the two sources is kept (see [`ImageSource`]) and so is its
+    /// `last_used`.
+    pub fn commit_from(
         mut self,
         plan: &ImagePlan,
         reference: Option<&ImageReference>,
+        source: ImageSource,
     ) -> Result<ImageRecord, ImageError> {
         let mut layers = Vec::with_capacity(plan.layers.len());
         for planned in &plan.layers {
@@ -165,6 +177,8 @@ impl<'s> ImportSession<'s> {
             created: plan.created,
             imported_at: OffsetDateTime::now_utc(),
             references: Vec::new(),
+            source,
+            last_used: None,
         };
         let record = self.store.record_image(&record, reference)?;
         self.committed = true;

@@ -1,12 +1,16 @@
 //! Test support, behind the `testkit` feature: builds real OCI images with umoci and skopeo from
 //! the Debian busybox-static binary, crafts hostile layer tars, and mounts layers with overlayfs.
 //!
+//! [`registry`] runs real registries (`docker-registry`, with basic or token auth) on loopback,
+//! a request-counting proxy and a token service, for pull tests here and in the server.
+//!
 //! Another crate's tests use it with
 //! `sandpit-image = { workspace = true, features = ["testkit"] }` under `[dev-dependencies]`.
 //! The image builders need root (`umoci unpack` keeps owners) and the tools `umoci`, `skopeo`
 //! and `busybox` (Debian packages `umoci`, `skopeo`, `busybox-static`).
 
 pub mod craft;
+pub mod registry;
 
 use std::ffi::OsStr;
 use std::os::unix::fs::{PermissionsExt, symlink};
@@ -38,6 +42,22 @@ pub enum TestkitError {
         stdout: String,
         /// Captured standard error.
         stderr: String,
+    },
+    /// A server the test needs did not start listening.
+    #[error("{what} did not start: {output}")]
+    NotReady {
+        /// What was started.
+        what: String,
+        /// What it printed.
+        output: String,
+    },
+    /// Making a key, certificate or signature failed.
+    #[error("could not {what}: {detail}")]
+    Crypto {
+        /// What was being made.
+        what: &'static str,
+        /// The library's message.
+        detail: String,
     },
     /// A file operation failed.
     #[error("could not {action} {}", path.display())]
@@ -242,6 +262,68 @@ impl OciLayout {
                 source: std::io::Error::from(std::io::ErrorKind::NotFound),
             })?;
         read_json(&self.blob_path(&digest))
+    }
+}
+
+impl OciLayout {
+    /// Adds an image index tagged `index_tag` whose entries are the images tagged in `entries`
+    /// (`(tag, architecture)`, all `linux`), in that order; skopeo pushes it with every image.
+    pub fn add_index(&self, index_tag: &str, entries: &[(&str, &str)]) -> Result<(), TestkitError> {
+        let index_path = self.dir.join("index.json");
+        let mut index = read_json(&index_path)?;
+        let mut manifests = Vec::new();
+        for (tag, arch) in entries {
+            let entry = index["manifests"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == *tag)
+                .cloned()
+                .ok_or_else(|| TestkitError::Io {
+                    action: "find tag in",
+                    path: index_path.clone(),
+                    source: std::io::Error::from(std::io::ErrorKind::NotFound),
+                })?;
+            manifests.push(serde_json::json!({
+                "mediaType": entry["mediaType"],
+                "digest": entry["digest"],
+                "size": entry["size"],
+                "platform": {"os": "linux", "architecture": arch},
+            }));
+        }
+        let nested = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": manifests,
+        });
+        let bytes = serde_json::to_vec(&nested).map_err(|e| TestkitError::Io {
+            action: "serialise index for",
+            path: index_path.clone(),
+            source: e.into(),
+        })?;
+        let hex = {
+            use sha2::Digest as _;
+            hex::encode(sha2::Sha256::digest(&bytes))
+        };
+        let blob = self.blob_path(&hex);
+        std::fs::write(&blob, &bytes).map_err(io_err("write", &blob))?;
+        let list = index["manifests"].as_array_mut().ok_or_else(|| TestkitError::Io {
+            action: "read manifests of",
+            path: index_path.clone(),
+            source: std::io::Error::from(std::io::ErrorKind::InvalidData),
+        })?;
+        list.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": format!("sha256:{hex}"),
+            "size": bytes.len(),
+            "annotations": {"org.opencontainers.image.ref.name": index_tag},
+        }));
+        let text = serde_json::to_vec(&index).map_err(|e| TestkitError::Io {
+            action: "serialise",
+            path: index_path.clone(),
+            source: e.into(),
+        })?;
+        std::fs::write(&index_path, text).map_err(io_err("write", &index_path))
     }
 }
 

@@ -7,7 +7,9 @@ use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use sandpit_image::{IdShift, ImageStore};
+use oci_spec::image::{ImageConfiguration, ImageManifest};
+use sandpit_image::testkit::craft::{RawEntry, gzip, layer_tar, zstd};
+use sandpit_image::{IdShift, ImagePlan, ImageReference, ImageStore, LayerMediaType, Sha256Digest};
 
 /// The id shift used throughout: sandbox ids 0..65536 are host ids 100000..165536.
 pub fn shift() -> IdShift {
@@ -106,4 +108,87 @@ fn uuid_like() -> u128 {
 /// The link count of a host file.
 pub fn nlink(path: &Path) -> u64 {
     meta(path).nlink()
+}
+
+/// A tiny layer tar: `etc/marker` holding `marker`.
+pub fn small_layer(marker: &str) -> Vec<u8> {
+    layer_tar(&[RawEntry::dir(b"etc/"), RawEntry::file(b"etc/marker", marker.as_bytes())])
+}
+
+/// `tar` encoded as `media_type` says.
+pub fn encode(tar: &[u8], media_type: LayerMediaType) -> Vec<u8> {
+    match media_type {
+        LayerMediaType::Tar => tar.to_vec(),
+        LayerMediaType::TarGzip => gzip(tar),
+        LayerMediaType::TarZstd => zstd(tar),
+    }
+}
+
+/// A manifest and config for `layers` (uncompressed tars), with the blob digests of `blobs`.
+pub fn plan_for(layers: &[(&[u8], &[u8], LayerMediaType)]) -> ImagePlan {
+    let descriptors: Vec<_> = layers
+        .iter()
+        .map(|(_, blob, mt)| {
+            serde_json::json!({
+                "mediaType": mt.oci_media_type(),
+                "digest": Sha256Digest::of(blob).to_string(),
+                "size": blob.len(),
+            })
+        })
+        .collect();
+    let diff_ids: Vec<_> = layers.iter().map(|(tar, _, _)| Sha256Digest::of(tar).to_string()).collect();
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "created": "2024-05-06T07:08:09Z",
+        "config": {"Entrypoint": ["/bin/app"], "Env": ["A=1"], "ExposedPorts": {"80/tcp": {}}},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    });
+    let config_bytes = serde_json::to_vec(&config).unwrap();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": Sha256Digest::of(&config_bytes).to_string(),
+            "size": config_bytes.len(),
+        },
+        "layers": descriptors,
+    });
+    let manifest_bytes = serde_json::to_vec(&manifest).unwrap();
+    let parsed_manifest: ImageManifest = serde_json::from_slice(&manifest_bytes).unwrap();
+    let parsed_config: ImageConfiguration = serde_json::from_slice(&config_bytes).unwrap();
+    ImagePlan::new(
+        Sha256Digest::of(&manifest_bytes),
+        &parsed_manifest,
+        Sha256Digest::of(&config_bytes),
+        &parsed_config,
+    )
+    .unwrap()
+}
+
+/// Unpacks `layers` (tar, blob, media type) and commits them under `reference`.
+pub fn import(
+    store: &ImageStore,
+    layers: &[(&[u8], &[u8], LayerMediaType)],
+    reference: &str,
+) -> sandpit_image::ImageRecord {
+    let plan = plan_for(layers);
+    let mut session = store.begin_import().unwrap();
+    for ((_, blob, _), layer) in layers.iter().zip(plan.layers()) {
+        session.unpack_layer_blob(*blob, layer.media_type, &layer.blob_digest, &layer.diff_id).unwrap();
+    }
+    session.commit(&plan, Some(&ImageReference::parse(reference).unwrap())).unwrap()
+}
+
+/// Removes fixture directories (`<prefix><pid>`) of test processes that no longer run.
+pub fn remove_fixtures_of_finished_runs(tmp: &Path, prefix: &str) {
+    for entry in std::fs::read_dir(tmp).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name.strip_prefix(prefix)
+            && !Path::new("/proc").join(pid).exists()
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }

@@ -75,6 +75,10 @@ pub struct LocalConfig {
     pub init_binary: Option<PathBuf>,
     /// Pre-formatted disks kept ready per disk size (0: format at each create).
     pub disk_pool: usize,
+    /// The CUDA MPS control binary, for fractional GPUs.
+    pub mps_control: PathBuf,
+    /// The NVIDIA driver's files to inject; detected on the host when `None`.
+    pub nvidia: Option<crate::gpu::DriverFiles>,
 }
 
 impl LocalConfig {
@@ -86,6 +90,8 @@ impl LocalConfig {
             cgroup_parent: "sandpit".into(),
             init_binary: None,
             disk_pool: 4,
+            mps_control: "nvidia-cuda-mps-control".into(),
+            nvidia: None,
         }
     }
 }
@@ -101,6 +107,8 @@ pub struct LocalBackend {
     host: HostInfo,
     init_binary: PathBuf,
     disks: Arc<disk::DiskPool>,
+    nvidia: Option<crate::gpu::DriverFiles>,
+    mps: crate::gpu::MpsManager,
     locks: Mutex<HashMap<SandboxId, Arc<tokio::sync::Mutex<()>>>>,
     /// Held (flock) for the backend's life: one backend per root.
     _root_lock: File,
@@ -166,6 +174,8 @@ impl LocalBackend {
         let oci = OciRuntime::new(&cfg.oci_runtime, layout.runtime_root());
         let ids = images.id_shift();
         let disks = Arc::new(disk::DiskPool::open(root.join("disk-pool"), cfg.disk_pool)?);
+        let nvidia = cfg.nvidia.clone().or_else(crate::gpu::DriverFiles::detect);
+        let mps = crate::gpu::MpsManager::new(root.join("mps"), cfg.mps_control.clone());
         Ok(Self {
             layout,
             images,
@@ -174,6 +184,8 @@ impl LocalBackend {
             host: HostInfo::detect(),
             init_binary,
             disks,
+            nvidia,
+            mps,
             locks: Mutex::new(HashMap::new()),
             _root_lock: lock,
             cfg,
@@ -266,6 +278,12 @@ impl LocalBackend {
         .await?;
         failpoint::hit("start.after_rootfs");
 
+        let mut pipes = HashMap::new();
+        for g in rec.spec.gpus.iter().filter(|g| g.fraction < 100 && !g.simulated) {
+            pipes.insert(g.uuid.clone(), self.mps.attach(spec.id, g).await?);
+        }
+        let gpu =
+            crate::gpu::inject::fragment(&spec.gpus, self.nvidia.as_ref(), &|g| pipes.get(&g.uuid).cloned())?;
         let params = oci::BundleParams {
             rootfs: paths.rootfs.clone(),
             init_binary: self.init_binary.clone(),
@@ -279,6 +297,7 @@ impl LocalBackend {
             ids: self.ids,
             cgroups_path: PathBuf::from(format!("/{}/{}", self.cfg.cgroup_parent, spec.id)),
             nofile: oci::nofile_limit(),
+            gpu,
         };
         let config = oci::to_json(&oci::build_spec(&params)?)?;
         make_dir(&paths.bundle)?;
@@ -320,6 +339,13 @@ impl LocalBackend {
         }
         if let Some((pid, Some(afd))) = init {
             reap(pid, afd).await;
+        }
+        if let Ok(rec) = Record::load(&paths.record) {
+            for g in rec.spec.gpus.iter().filter(|g| g.fraction < 100 && !g.simulated) {
+                if let Err(e) = self.mps.detach(*id, g).await {
+                    warn!(sandbox_id = %id, gpu = %g.uuid, error = %e, "could not release the GPU's MPS daemon");
+                }
+            }
         }
         let p = paths.clone();
         blocking(move || {
@@ -500,6 +526,7 @@ impl LocalBackend {
             Phase::Running => {
                 let alive = rec.pid.is_some_and(|p| process_alive(p, rec.pid_start));
                 if alive && paths.socket.exists() {
+                    self.mps.adopt(*id, &rec.spec.gpus);
                     report.adopted.push(*id);
                 } else if alive {
                     // Running, but its socket is gone: nothing can reach it; restart is the
@@ -601,13 +628,14 @@ impl Backend for LocalBackend {
         Ok(())
     }
 
-    async fn resume(&self, id: &SandboxId) -> Result<SandboxStatus> {
+    async fn resume(&self, id: &SandboxId, gpus: Vec<crate::spec::GpuAttachment>) -> Result<SandboxStatus> {
         let lock = self.lock(id);
         let _g = lock.lock().await;
         let (paths, mut rec) = self.load(id)?;
         if rec.phase != Phase::Paused {
             return Err(RuntimeError::WrongState { id: *id, op: "resume", phase: rec.phase });
         }
+        rec.spec.gpus = gpus;
         rec.phase = Phase::Resuming;
         rec.store(&paths.record)?;
         failpoint::hit("resume.after_record");

@@ -93,6 +93,8 @@ pub struct BundleParams {
     /// Open-file limit (the runtime cannot raise it above its own hard limit from inside a user
     /// namespace); see [`nofile_limit`].
     pub nofile: u64,
+    /// Devices, rules, mounts and environment for the sandbox's GPUs.
+    pub gpu: crate::gpu::GpuFragment,
 }
 
 /// The open-file limit to give sandboxes: [`NOFILE`], or this process's hard limit if lower.
@@ -128,11 +130,13 @@ pub fn build_spec(p: &BundleParams) -> Result<Spec> {
         .map_err(oci)?;
     let mut args = vec![INIT_PATH.to_string()];
     args.extend(p.init_args.iter().cloned());
+    let mut env = p.env.clone();
+    env.extend(p.gpu.env.iter().cloned());
     let process = ProcessBuilder::default()
         .terminal(false)
         .user(UserBuilder::default().uid(0u32).gid(0u32).build().map_err(oci)?)
         .args(args)
-        .env(p.env.clone())
+        .env(env)
         .cwd("/")
         .no_new_privileges(true)
         .capabilities(capabilities)
@@ -149,7 +153,7 @@ pub fn build_spec(p: &BundleParams) -> Result<Spec> {
         .map_err(oci)?;
 
     let none = Path::new("none");
-    let mounts = vec![
+    let mut mounts = vec![
         mount("/proc", "proc", Path::new("proc"), &["nosuid", "noexec", "nodev"])?,
         mount("/dev", "tmpfs", Path::new("tmpfs"), &["nosuid", "strictatime", "mode=755", "size=65536k"])?,
         mount(
@@ -169,6 +173,7 @@ pub fn build_spec(p: &BundleParams) -> Result<Spec> {
         mount("/sys/fs/cgroup", "cgroup", none, &["nosuid", "noexec", "nodev", "relatime", "ro"])?,
         mount(INIT_PATH, "bind", &p.init_binary, &["bind", "ro", "nosuid", "nodev"])?,
     ];
+    mounts.extend(p.gpu.mounts.iter().cloned());
 
     let quota = i64::try_from(u64::from(p.cpu.0) * CPU_PERIOD_US / 1000).unwrap_or(i64::MAX);
     let mem = i64::try_from(p.memory.bytes()).unwrap_or(i64::MAX);
@@ -191,6 +196,7 @@ pub fn build_spec(p: &BundleParams) -> Result<Spec> {
         }
         devices.push(d.build().map_err(oci)?);
     }
+    devices.extend(p.gpu.cgroup_rules.iter().cloned());
     let resources = LinuxResourcesBuilder::default()
         .cpu(LinuxCpuBuilder::default().quota(quota).period(CPU_PERIOD_US).build().map_err(oci)?)
         .memory(memory.build().map_err(oci)?)
@@ -217,7 +223,11 @@ pub fn build_spec(p: &BundleParams) -> Result<Spec> {
         .size(p.ids.size())
         .build()
         .map_err(oci)?;
-    let linux = LinuxBuilder::default()
+    let mut linux = LinuxBuilder::default();
+    if !p.gpu.devices.is_empty() {
+        linux = linux.devices(p.gpu.devices.clone());
+    }
+    let linux = linux
         .uid_mappings(vec![idmap])
         .gid_mappings(vec![idmap])
         .namespaces(namespaces)
@@ -273,6 +283,7 @@ mod tests {
             ids: IdShift::new(1_000_000, 65_536).unwrap(),
             cgroups_path: "/sandpit/x".into(),
             nofile: 1024,
+            gpu: crate::gpu::GpuFragment::default(),
         }
     }
 

@@ -15,7 +15,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header;
 use axum::response::IntoResponse;
-use sandpit_types::api::{Health, ProjectView};
+use sandpit_types::api::{GpuTypeView, Health, ProjectView};
 use sandpit_types::{ApiError, ErrorBody};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -72,6 +72,7 @@ fn api() -> (Router<Arc<App>>, utoipa::openapi::OpenApi) {
         .routes(routes!(streams::logs))
         .routes(routes!(streams::events))
         .routes(routes!(projects))
+        .routes(routes!(gpus))
         .split_for_parts();
     doc.info.version = env!("CARGO_PKG_VERSION").to_string();
     (api, doc)
@@ -114,6 +115,14 @@ async fn health() -> axum::Json<Health> {
 
 async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render())
+}
+
+/// GPU types of the server with what is free of each (whole GPUs and 25/50/75 % shares).
+#[utoipa::path(get, path = "/v1/gpus", tag = "gpus",
+    responses((status = 200, description = "GPU types", body = Vec<GpuTypeView>),
+        (status = 401, description = "No or bad key", body = ErrorBody)))]
+async fn gpus(State(app): State<Arc<App>>, _caller: Caller) -> axum::Json<Vec<GpuTypeView>> {
+    axum::Json(app.gpus.view())
 }
 
 /// The projects the caller can see.

@@ -17,10 +17,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
-use sandpit_store::{Desired, ProjectId, UserId};
+use sandpit_store::{ApiKeyId, Desired, ProjectId, UserId};
 use sandpit_store::{
-    NewApiKey, NewEvent, Project, Role, SandboxFilter, SandboxRecord, Store, StoreError, User,
-    truncate_to_millis,
+    KycStatus, LedgerEntry, LedgerFilter, LedgerKind, MemberRole, Membership, NewApiKey, NewCharge, NewEvent,
+    Project, Role, SandboxFilter, SandboxRecord, Store, StoreError, User, Wallet, truncate_to_millis,
 };
 use sandpit_types::api::{EventKind, GpuRequest};
 use sandpit_types::{ByteSize, MilliCpu, SandboxId, SandboxState};
@@ -65,8 +65,27 @@ macro_rules! store_suite {
             many_concurrent_writers_never_fail,
             concurrent_appends_to_one_sandbox_get_distinct_consecutive_seqs,
             reopening_the_store_keeps_everything,
+            kyc_status_moves_freely_and_the_reference_finds_the_user,
+            kyc_reference_belongs_to_one_user,
+            webhook_events_are_recorded_once,
+            members_are_added_upserted_removed_and_listed,
+            api_keys_are_listed_newest_first_revoked_ones_included,
+            wallet_is_created_empty_on_first_read,
+            low_threshold_is_set_and_never_negative,
+            credit_adds_to_the_balance_and_appends_a_ledger_line,
+            refused_credits_change_nothing,
+            charge_moves_the_watermark_subtracts_the_sum_and_writes_the_lines,
+            charge_with_a_stale_watermark_is_refused_and_changes_nothing,
+            charge_that_fails_midway_writes_nothing,
+            concurrent_charges_from_one_watermark_let_exactly_one_win,
+            ledger_filters_by_project_kind_sandbox_and_time_and_pages,
+            sandboxes_to_meter_are_the_live_ones_and_the_ended_ones_not_fully_charged,
+            reopening_the_store_keeps_accounts_wallets_and_watermarks,
         );
-        store_suite!(@sync $harness; pagination_never_skips_or_repeats_a_sandbox);
+        store_suite!(@sync $harness;
+            pagination_never_skips_or_repeats_a_sandbox,
+            random_charges_add_up_exactly_in_the_wallet_and_the_ledger,
+        );
     };
     (@async $harness:expr; $($name:ident),* $(,)?) => {
         $(
@@ -136,6 +155,7 @@ pub fn sandbox(project: ProjectId, user: UserId) -> SandboxRecord {
         terminated_at: None,
         exit_code: None,
         credentials: None,
+        placement: None,
         generation: 1,
     }
 }
@@ -263,7 +283,7 @@ pub async fn api_keys_are_found_by_hash_until_revoked(h: &dyn Harness) {
     assert_eq!(store.find_api_key(&[7; 32]).await.unwrap(), None, "a revoked key must not authenticate");
     store.revoke_api_key(key.id).await.unwrap();
     assert!(store.find_api_key(&[9; 32]).await.unwrap().is_some(), "revoking one key leaves the others");
-    let err = store.revoke_api_key(sandpit_store::ApiKeyId(unscoped.id.0 + 1000)).await.unwrap_err();
+    let err = store.revoke_api_key(ApiKeyId(unscoped.id.0 + 1000)).await.unwrap_err();
     assert!(matches!(err, StoreError::NotFound { what: "api key" }), "{err:?}");
 }
 
@@ -313,6 +333,7 @@ pub async fn sandbox_round_trips_every_field(h: &dyn Harness) {
         terminated_at: Some(t + Duration::days(1)),
         exit_code: Some(-9),
         credentials: Some(vec![0, 1, 2, 254, 255]),
+        placement: Some("{\"gpus\":[]}".into()),
         generation: 1,
     };
     let event = store.insert_sandbox(&s, created()).await.unwrap();
@@ -884,6 +905,691 @@ pub fn pagination_never_skips_or_repeats_a_sandbox(h: &dyn Harness) {
                 let full_pages = pages.iter().filter(|p| p.len() == limit as usize).count();
                 prop_assert!(full_pages >= pages.len().saturating_sub(1), "only the last page may be short");
                 prop_assert!(pages.last().is_some_and(|p| !p.is_empty()) || expected.is_empty());
+                Ok(())
+            })
+        })
+        .unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Accounts: KYC, webhooks, membership, key listing.
+
+pub async fn kyc_status_moves_freely_and_the_reference_finds_the_user(h: &dyn Harness) {
+    let store = h.open().await;
+    let user = store.create_user(&unique("kyc"), Role::Member).await.unwrap();
+    assert_eq!((user.kyc, user.kyc_reference.as_deref()), (KycStatus::Unverified, None));
+    assert_eq!(store.get_user(user.id).await.unwrap(), Some(user.clone()), "a new user is unverified");
+
+    let pending = store.set_kyc(user.id, KycStatus::Pending, Some("ref-1")).await.unwrap();
+    assert_eq!((pending.kyc, pending.kyc_reference.as_deref()), (KycStatus::Pending, Some("ref-1")));
+    assert_eq!(store.get_user(user.id).await.unwrap(), Some(pending.clone()));
+    assert_eq!(store.user_by_kyc_reference("ref-1").await.unwrap(), Some(pending.clone()));
+
+    let verified = store.set_kyc(user.id, KycStatus::Verified, None).await.unwrap();
+    assert_eq!(verified.kyc_reference.as_deref(), Some("ref-1"), "no reference keeps the current one");
+    assert_eq!(verified, User { kyc: KycStatus::Verified, ..pending.clone() });
+    let rejected = store.set_kyc(user.id, KycStatus::Rejected, None).await.unwrap();
+    assert_eq!(rejected.kyc, KycStatus::Rejected);
+    let again = store.set_kyc(user.id, KycStatus::Pending, Some("ref-2")).await.unwrap();
+    assert_eq!((again.kyc, again.kyc_reference.as_deref()), (KycStatus::Pending, Some("ref-2")));
+    assert_eq!(store.user_by_kyc_reference("ref-1").await.unwrap(), None, "the old reference is gone");
+    assert_eq!(store.user_by_kyc_reference("ref-2").await.unwrap(), Some(again.clone()));
+
+    // The user an API key authenticates carries the status.
+    store
+        .create_api_key(NewApiKey {
+            user: user.id,
+            project: None,
+            name: "k".into(),
+            hash: [5; 32],
+            prefix: "sp_5".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.find_api_key(&[5; 32]).await.unwrap().unwrap().1, again);
+
+    let err = store.set_kyc(UserId(user.id.0 + 1000), KycStatus::Verified, None).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { what: "user" }), "{err:?}");
+}
+
+pub async fn kyc_reference_belongs_to_one_user(h: &dyn Harness) {
+    let store = h.open().await;
+    let a = store.create_user(&unique("a"), Role::Member).await.unwrap();
+    let b = store.create_user(&unique("b"), Role::Member).await.unwrap();
+    store.set_kyc(a.id, KycStatus::Pending, Some("shared")).await.unwrap();
+    let err = store.set_kyc(b.id, KycStatus::Pending, Some("shared")).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict { field: "kyc_reference", ref value } if value == "shared"),
+        "{err:?}"
+    );
+    assert_eq!(store.get_user(b.id).await.unwrap(), Some(b.clone()), "a refused update changes nothing");
+    assert_eq!(store.user_by_kyc_reference("shared").await.unwrap().unwrap().id, a.id);
+    // Setting the same reference again on its owner is no conflict.
+    store.set_kyc(a.id, KycStatus::Verified, Some("shared")).await.unwrap();
+}
+
+pub async fn webhook_events_are_recorded_once(h: &dyn Harness) {
+    let store = h.open().await;
+    assert!(store.record_webhook("evt_1").await.unwrap(), "first delivery");
+    assert!(!store.record_webhook("evt_1").await.unwrap(), "a replay");
+    assert!(!store.record_webhook("evt_1").await.unwrap(), "another replay");
+    assert!(store.record_webhook("evt_2").await.unwrap(), "another event");
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.record_webhook("evt_3").await.unwrap() })
+        })
+        .collect();
+    let mut first = 0;
+    for t in tasks {
+        first += usize::from(t.await.unwrap());
+    }
+    assert_eq!(first, 1, "concurrent deliveries: exactly one is the first");
+}
+
+pub async fn members_are_added_upserted_removed_and_listed(h: &dyn Harness) {
+    let store = h.open().await;
+    let p = store.create_project(&unique("p")).await.unwrap();
+    let q = store.create_project(&unique("q")).await.unwrap();
+    let bob = store.create_user(&format!("bob-{}", unique("u")), Role::Member).await.unwrap();
+    let alice = store.create_user(&format!("alice-{}", unique("u")), Role::Member).await.unwrap();
+
+    let m = store.add_member(p.id, bob.id, MemberRole::Owner).await.unwrap();
+    assert_eq!(m, Membership { project: p.id, user: bob.id, role: MemberRole::Owner });
+    store.add_member(p.id, alice.id, MemberRole::Member).await.unwrap();
+    store.add_member(q.id, bob.id, MemberRole::Member).await.unwrap();
+    let members = store.members(p.id).await.unwrap();
+    assert_eq!(
+        members,
+        vec![
+            (Membership { project: p.id, user: alice.id, role: MemberRole::Member }, alice.clone()),
+            (Membership { project: p.id, user: bob.id, role: MemberRole::Owner }, bob.clone()),
+        ],
+        "by user name, with the users"
+    );
+
+    // Adding again changes the role, never duplicates.
+    let promoted = store.add_member(p.id, alice.id, MemberRole::Owner).await.unwrap();
+    assert_eq!(promoted.role, MemberRole::Owner);
+    let members = store.members(p.id).await.unwrap();
+    assert_eq!(members.len(), 2);
+    assert_eq!(members[0].0.role, MemberRole::Owner);
+
+    assert_eq!(
+        store.memberships(bob.id).await.unwrap(),
+        vec![
+            Membership { project: p.id, user: bob.id, role: MemberRole::Owner },
+            Membership { project: q.id, user: bob.id, role: MemberRole::Member },
+        ]
+    );
+    assert!(store.remove_member(p.id, bob.id).await.unwrap());
+    assert!(!store.remove_member(p.id, bob.id).await.unwrap(), "removing twice is a no-op");
+    assert_eq!(
+        store.memberships(bob.id).await.unwrap().iter().map(|m| m.project).collect::<Vec<_>>(),
+        [q.id]
+    );
+    assert_eq!(store.members(p.id).await.unwrap().iter().map(|m| m.1.id).collect::<Vec<_>>(), [alice.id]);
+
+    let err = store.add_member(ProjectId(q.id.0 + 1000), bob.id, MemberRole::Member).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { what: "project" }), "{err:?}");
+    let err = store.add_member(p.id, UserId(alice.id.0 + 1000), MemberRole::Member).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { what: "user" }), "{err:?}");
+    assert!(store.members(ProjectId(q.id.0 + 1000)).await.unwrap().is_empty());
+    assert!(store.memberships(UserId(alice.id.0 + 1000)).await.unwrap().is_empty());
+}
+
+pub async fn api_keys_are_listed_newest_first_revoked_ones_included(h: &dyn Harness) {
+    let store = h.open().await;
+    let (a, project) = owner(&*store).await;
+    let b = store.create_user(&unique("b"), Role::Member).await.unwrap();
+    let mut made = Vec::new();
+    for (i, user) in [a.id, b.id, a.id, a.id].into_iter().enumerate() {
+        let key = store
+            .create_api_key(NewApiKey {
+                user,
+                project: (i % 2 == 0).then_some(project.id),
+                name: format!("k{i}"),
+                hash: [u8::try_from(i).unwrap() + 100; 32],
+                prefix: format!("sp_{i}"),
+            })
+            .await
+            .unwrap();
+        made.push(key);
+    }
+    store.revoke_api_key(made[2].id).await.unwrap();
+    let revoked = store.get_api_key(made[2].id).await.unwrap().unwrap();
+    assert!(revoked.revoked_at.is_some());
+    assert_eq!(revoked, sandpit_store::ApiKey { revoked_at: revoked.revoked_at, ..made[2].clone() });
+    made[2] = revoked;
+
+    let newest_first =
+        |keys: Vec<&sandpit_store::ApiKey>| keys.into_iter().rev().cloned().collect::<Vec<_>>();
+    assert_eq!(store.list_api_keys(None).await.unwrap(), newest_first(made.iter().collect()));
+    assert_eq!(
+        store.list_api_keys(Some(a.id)).await.unwrap(),
+        newest_first(made.iter().filter(|k| k.user == a.id).collect()),
+        "a user's keys, the revoked one included"
+    );
+    assert_eq!(store.list_api_keys(Some(b.id)).await.unwrap(), vec![made[1].clone()]);
+    assert!(store.list_api_keys(Some(UserId(b.id.0 + 1000))).await.unwrap().is_empty());
+    assert_eq!(store.get_api_key(made[0].id).await.unwrap(), Some(made[0].clone()));
+    assert_eq!(store.get_api_key(ApiKeyId(made[3].id.0 + 1000)).await.unwrap(), None);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Money: wallets, credits, charges, the ledger, metering.
+
+/// Sum of a project's credits minus its charges, read from the ledger.
+async fn ledger_balance(store: &dyn Store, project: ProjectId) -> i64 {
+    let lines =
+        store.ledger(&LedgerFilter { projects: Some(vec![project]), ..Default::default() }).await.unwrap();
+    lines
+        .iter()
+        .map(|l| match l.kind {
+            LedgerKind::Credit => l.amount,
+            LedgerKind::Charge => -l.amount,
+        })
+        .sum()
+}
+
+/// A charge line for `resource` over `(from, to]`.
+fn line(resource: &str, amount: i64, from: OffsetDateTime, to: OffsetDateTime) -> NewCharge {
+    let seconds = u64::try_from((to - from).whole_seconds()).unwrap();
+    NewCharge { resource: resource.into(), amount, seconds, period_from: from, period_to: to }
+}
+
+/// A running sandbox started at `started`.
+async fn running(
+    store: &dyn Store,
+    project: ProjectId,
+    user: UserId,
+    started: OffsetDateTime,
+) -> SandboxRecord {
+    insert(
+        store,
+        SandboxRecord {
+            state: SandboxState::Running,
+            started_at: Some(started),
+            ends_at: Some(started + Duration::hours(1)),
+            ..sandbox(project, user)
+        },
+    )
+    .await
+}
+
+pub async fn wallet_is_created_empty_on_first_read(h: &dyn Harness) {
+    let store = h.open().await;
+    let (_, project) = owner(&*store).await;
+    let before = now();
+    let w = store.wallet(project.id).await.unwrap();
+    assert_eq!((w.project, w.balance, w.low_threshold), (project.id, 0, 0));
+    assert!(w.updated_at >= before);
+    assert_eq!(store.wallet(project.id).await.unwrap(), w, "the second read finds the same wallet");
+    let err = store.wallet(ProjectId(project.id.0 + 1000)).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { what: "project" }), "{err:?}");
+    assert!(store.ledger(&LedgerFilter::default()).await.unwrap().is_empty(), "creating writes no line");
+}
+
+pub async fn low_threshold_is_set_and_never_negative(h: &dyn Harness) {
+    let store = h.open().await;
+    let (_, project) = owner(&*store).await;
+    let w = store.set_low_threshold(project.id, 5_000_000).await.unwrap();
+    assert_eq!((w.balance, w.low_threshold), (0, 5_000_000), "setting it creates the wallet");
+    assert_eq!(store.wallet(project.id).await.unwrap(), w);
+    let err = store.set_low_threshold(project.id, -1).await.unwrap_err();
+    assert!(matches!(err, StoreError::InvalidAmount { what: "low_threshold", amount: -1 }), "{err:?}");
+    assert_eq!(store.wallet(project.id).await.unwrap().low_threshold, 5_000_000);
+    let err = store.set_low_threshold(ProjectId(project.id.0 + 1000), 1).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { what: "project" }), "{err:?}");
+}
+
+pub async fn credit_adds_to_the_balance_and_appends_a_ledger_line(h: &dyn Harness) {
+    let store = h.open().await;
+    let (admin, project) = owner(&*store).await;
+    let before = now();
+    let (w, entry) = store.credit(project.id, 25_000_000, Some("welcome"), Some(admin.id)).await.unwrap();
+    assert_eq!(w.balance, 25_000_000, "crediting a project without a wallet creates it");
+    assert!(entry.at >= before);
+    assert_eq!(
+        entry,
+        LedgerEntry {
+            id: entry.id,
+            project: project.id,
+            at: entry.at,
+            kind: LedgerKind::Credit,
+            amount: 25_000_000,
+            sandbox: None,
+            resource: None,
+            seconds: None,
+            period_from: None,
+            period_to: None,
+            note: Some("welcome".into()),
+            created_by: Some(admin.id),
+        }
+    );
+    let (w, second) = store.credit(project.id, 1, None, None).await.unwrap();
+    assert_eq!(w.balance, 25_000_001);
+    assert!(second.id > entry.id, "ids increase");
+    assert_eq!((second.note, second.created_by), (None, None));
+    assert_eq!(store.wallet(project.id).await.unwrap(), w);
+    let lines = store.ledger(&LedgerFilter::default()).await.unwrap();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0], entry);
+    assert_eq!(ledger_balance(&*store, project.id).await, w.balance);
+}
+
+pub async fn refused_credits_change_nothing(h: &dyn Harness) {
+    let store = h.open().await;
+    let (user, project) = owner(&*store).await;
+    store.credit(project.id, 10, None, None).await.unwrap();
+    let w = store.wallet(project.id).await.unwrap();
+    for amount in [0, -5] {
+        let err = store.credit(project.id, amount, None, None).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::InvalidAmount { what: "amount", amount: a } if a == amount),
+            "{err:?}"
+        );
+    }
+    let err = store.credit(project.id, i64::MAX, None, None).await.unwrap_err();
+    assert!(matches!(err, StoreError::InvalidAmount { what: "balance", .. }), "{err:?}");
+    let err = store.credit(project.id, 10, None, Some(UserId(user.id.0 + 1000))).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { what: "user" }), "{err:?}");
+    let err = store.credit(ProjectId(project.id.0 + 1000), 10, None, None).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { what: "project" }), "{err:?}");
+    assert_eq!(store.wallet(project.id).await.unwrap(), w);
+    assert_eq!(store.ledger(&LedgerFilter::default()).await.unwrap().len(), 1);
+}
+
+pub async fn charge_moves_the_watermark_subtracts_the_sum_and_writes_the_lines(h: &dyn Harness) {
+    let store = h.open().await;
+    let (user, project) = owner(&*store).await;
+    let t0 = now() - Duration::minutes(10);
+    let s = running(&*store, project.id, user.id, t0).await;
+    store.credit(project.id, 1_000_000, None, None).await.unwrap();
+    let to_meter = store.sandboxes_to_meter().await.unwrap();
+    assert_eq!(to_meter.len(), 1);
+    assert_eq!((to_meter[0].sandbox.id, to_meter[0].charged_until), (s.id, None), "never charged");
+
+    let t1 = t0 + Duration::seconds(60);
+    let before = now();
+    let w = store
+        .charge(
+            &s.id,
+            None,
+            t1,
+            &[line("cpu", 700, t0, t1), line("memory", 300, t0, t1), line("gpu", 0, t0, t1)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(w.balance, 1_000_000 - 1000);
+    assert_eq!(store.wallet(project.id).await.unwrap(), w);
+    assert_eq!(store.sandboxes_to_meter().await.unwrap()[0].charged_until, Some(t1), "the watermark moved");
+
+    let charges =
+        store.ledger(&LedgerFilter { kind: Some(LedgerKind::Charge), ..Default::default() }).await.unwrap();
+    assert_eq!(charges.len(), 2, "a zero line is not written");
+    assert!(charges[0].at >= before);
+    assert_eq!(
+        charges[0],
+        LedgerEntry {
+            id: charges[0].id,
+            project: project.id,
+            at: charges[0].at,
+            kind: LedgerKind::Charge,
+            amount: 700,
+            sandbox: Some(s.id),
+            resource: Some("cpu".into()),
+            seconds: Some(60),
+            period_from: Some(t0),
+            period_to: Some(t1),
+            note: None,
+            created_by: None,
+        }
+    );
+    assert_eq!((charges[1].resource.as_deref(), charges[1].amount), (Some("memory"), 300));
+
+    // The next charge starts from the new watermark; an empty one only moves it.
+    let t2 = t1 + Duration::seconds(30);
+    let w = store.charge(&s.id, Some(t1), t2, &[line("cpu", 350, t1, t2)]).await.unwrap();
+    assert_eq!(w.balance, 1_000_000 - 1350);
+    let t3 = t2 + Duration::milliseconds(1500);
+    let w2 = store.charge(&s.id, Some(t2), t3, &[]).await.unwrap();
+    assert_eq!(w2, w, "nothing charged, the wallet is unchanged");
+    assert_eq!(store.sandboxes_to_meter().await.unwrap()[0].charged_until, Some(t3));
+    assert_eq!(ledger_balance(&*store, project.id).await, w.balance);
+
+    // A charge may take the balance below zero.
+    let t4 = t3 + Duration::seconds(1);
+    let w = store.charge(&s.id, Some(t3), t4, &[line("gpu", 5_000_000, t3, t4)]).await.unwrap();
+    assert_eq!(w.balance, 1_000_000 - 1350 - 5_000_000);
+
+    // A charge of a project without a wallet creates it.
+    let (other_user, other) = owner(&*store).await;
+    let o = running(&*store, other.id, other_user.id, t0).await;
+    let w = store.charge(&o.id, None, t1, &[line("cpu", 5, t0, t1)]).await.unwrap();
+    assert_eq!((w.project, w.balance), (other.id, -5));
+}
+
+pub async fn charge_with_a_stale_watermark_is_refused_and_changes_nothing(h: &dyn Harness) {
+    let store = h.open().await;
+    let (user, project) = owner(&*store).await;
+    let t0 = now() - Duration::minutes(10);
+    let t1 = t0 + Duration::seconds(60);
+    let s = running(&*store, project.id, user.id, t0).await;
+    store.credit(project.id, 10_000, None, None).await.unwrap();
+    store.charge(&s.id, None, t1, &[line("cpu", 100, t0, t1)]).await.unwrap();
+    let wallet = store.wallet(project.id).await.unwrap();
+    let ledger = store.ledger(&LedgerFilter::default()).await.unwrap();
+
+    // The same charge again (a retry that lost the answer), and charges from other watermarks.
+    let t2 = t1 + Duration::seconds(60);
+    for expected in
+        [None, Some(t0), Some(t1 - Duration::milliseconds(1)), Some(t1 + Duration::milliseconds(1))]
+    {
+        let err = store.charge(&s.id, expected, t2, &[line("cpu", 100, t0, t2)]).await.unwrap_err();
+        assert!(matches!(err, StoreError::Stale(id) if id == s.id), "{expected:?}: {err:?}");
+    }
+    assert_eq!(store.wallet(project.id).await.unwrap(), wallet);
+    assert_eq!(store.ledger(&LedgerFilter::default()).await.unwrap(), ledger);
+    assert_eq!(store.sandboxes_to_meter().await.unwrap()[0].charged_until, Some(t1));
+
+    // Sub-millisecond parts do not matter: the watermark is kept in milliseconds.
+    let precise = t1 + Duration::nanoseconds(999_999);
+    store.charge(&s.id, Some(precise), t2, &[]).await.unwrap();
+}
+
+pub async fn charge_that_fails_midway_writes_nothing(h: &dyn Harness) {
+    let store = h.open().await;
+    let (user, project) = owner(&*store).await;
+    let t0 = now() - Duration::minutes(10);
+    let t1 = t0 + Duration::seconds(60);
+    let s = running(&*store, project.id, user.id, t0).await;
+    store.credit(project.id, 10_000, None, None).await.unwrap();
+    let wallet = store.wallet(project.id).await.unwrap();
+
+    // The database refuses the second line after the first was written: all of it rolls back.
+    let err = store
+        .charge(&s.id, None, t1, &[line("cpu", 100, t0, t1), line("tpu", 100, t0, t1)])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Database(_)), "{err:?}");
+    // Refused before writing.
+    let err = store.charge(&s.id, None, t1, &[line("cpu", -1, t0, t1)]).await.unwrap_err();
+    assert!(matches!(err, StoreError::InvalidAmount { what: "amount", amount: -1 }), "{err:?}");
+    let err = store.charge(&s.id, None, t1, &[line("cpu", i64::MAX, t0, t1), line("gpu", 1, t0, t1)]).await;
+    assert!(matches!(err, Err(StoreError::InvalidAmount { what: "balance", .. })), "{err:?}");
+    let backwards = NewCharge { period_from: t1, period_to: t0, ..line("cpu", 1, t0, t1) };
+    let err = store.charge(&s.id, None, t1, &[backwards]).await.unwrap_err();
+    assert!(matches!(err, StoreError::InvalidPeriod(id) if id == s.id), "{err:?}");
+    let err = store.charge(&SandboxId::generate(), None, t1, &[line("cpu", 1, t0, t1)]).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { what: "sandbox" }), "{err:?}");
+
+    assert_eq!(store.wallet(project.id).await.unwrap(), wallet);
+    assert_eq!(store.ledger(&LedgerFilter::default()).await.unwrap().len(), 1, "only the credit");
+    assert_eq!(
+        store.sandboxes_to_meter().await.unwrap()[0].charged_until,
+        None,
+        "the watermark did not move"
+    );
+
+    // The watermark never goes backwards.
+    store.charge(&s.id, None, t1, &[]).await.unwrap();
+    let err = store.charge(&s.id, Some(t1), t0, &[]).await.unwrap_err();
+    assert!(matches!(err, StoreError::InvalidPeriod(_)), "{err:?}");
+    assert_eq!(store.sandboxes_to_meter().await.unwrap()[0].charged_until, Some(t1));
+}
+
+pub async fn concurrent_charges_from_one_watermark_let_exactly_one_win(h: &dyn Harness) {
+    let store = h.open().await;
+    let (user, project) = owner(&*store).await;
+    let t0 = now() - Duration::minutes(10);
+    let t1 = t0 + Duration::seconds(60);
+    let s = running(&*store, project.id, user.id, t0).await;
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let store = store.clone();
+            let id = s.id;
+            tokio::spawn(async move { store.charge(&id, None, t1, &[line("cpu", 250, t0, t1)]).await })
+        })
+        .collect();
+    let mut won = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => won += 1,
+            Err(StoreError::Stale(id)) => assert_eq!(id, s.id),
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    assert_eq!(won, 1);
+    assert_eq!(store.wallet(project.id).await.unwrap().balance, -250);
+    assert_eq!(store.ledger(&LedgerFilter::default()).await.unwrap().len(), 1);
+}
+
+pub async fn ledger_filters_by_project_kind_sandbox_and_time_and_pages(h: &dyn Harness) {
+    let store = h.open().await;
+    let (user, p1) = owner(&*store).await;
+    let p2 = store.create_project(&unique("p2")).await.unwrap();
+    let t0 = now() - Duration::hours(3);
+    let (t1, t2, t3) = (t0 + Duration::hours(1), t0 + Duration::hours(2), t0 + Duration::hours(3));
+    let a = running(&*store, p1.id, user.id, t0).await;
+    let b = running(&*store, p2.id, user.id, t0).await;
+    let credit = store.credit(p1.id, 100, None, None).await.unwrap().1;
+    store.charge(&a.id, None, t1, &[line("cpu", 1, t0, t1)]).await.unwrap();
+    store.charge(&b.id, None, t1, &[line("cpu", 2, t0, t1)]).await.unwrap();
+    store.charge(&a.id, Some(t1), t2, &[line("cpu", 3, t1, t2), line("storage", 4, t1, t2)]).await.unwrap();
+    store.charge(&b.id, Some(t1), t3, &[line("gpu", 5, t1, t2), line("gpu", 6, t2, t3)]).await.unwrap();
+    let all = store.ledger(&LedgerFilter::default()).await.unwrap();
+    assert_eq!(all.len(), 7);
+    assert!(all.windows(2).all(|w| w[0].id < w[1].id), "oldest first");
+    assert_eq!(all[0], credit);
+
+    let amounts = |filter: LedgerFilter| {
+        let store = store.clone();
+        async move { store.ledger(&filter).await.unwrap().iter().map(|l| l.amount).collect::<Vec<_>>() }
+    };
+    let p = |ids: &[ProjectId]| LedgerFilter { projects: Some(ids.to_vec()), ..Default::default() };
+    assert_eq!(amounts(p(&[p1.id])).await, [100, 1, 3, 4]);
+    assert_eq!(amounts(p(&[p2.id])).await, [2, 5, 6]);
+    assert_eq!(amounts(p(&[p1.id, p2.id])).await, [100, 1, 2, 3, 4, 5, 6]);
+    assert_eq!(amounts(p(&[])).await, Vec::<i64>::new(), "no project matches nothing");
+    assert_eq!(amounts(LedgerFilter { kind: Some(LedgerKind::Credit), ..Default::default() }).await, [100]);
+    assert_eq!(
+        amounts(LedgerFilter { kind: Some(LedgerKind::Charge), ..p(&[p1.id]) }).await,
+        [1, 3, 4],
+        "kind and project together"
+    );
+    assert_eq!(amounts(LedgerFilter { sandbox: Some(b.id), ..Default::default() }).await, [2, 5, 6]);
+    // Charges filter on the start of their period: [t1, t2) holds the lines starting at t1.
+    let window =
+        LedgerFilter { from: Some(t1), to: Some(t2), kind: Some(LedgerKind::Charge), ..Default::default() };
+    assert_eq!(amounts(window).await, [3, 4, 5]);
+    assert_eq!(
+        amounts(LedgerFilter { from: Some(t2), ..Default::default() }).await,
+        [100, 6],
+        "credits by `at`"
+    );
+    assert_eq!(amounts(LedgerFilter { to: Some(t1), ..Default::default() }).await, [1, 2]);
+
+    // Pages by id.
+    let mut pages = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .ledger(&LedgerFilter { after_id: after, limit: Some(3), ..Default::default() })
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 3);
+        after = page.last().map(|l| l.id);
+        pages.extend(page);
+    }
+    assert_eq!(pages, all);
+    let one = store.ledger(&LedgerFilter { limit: Some(0), ..Default::default() }).await.unwrap();
+    assert_eq!(one.len(), 1, "limit 0 means 1");
+}
+
+pub async fn sandboxes_to_meter_are_the_live_ones_and_the_ended_ones_not_fully_charged(h: &dyn Harness) {
+    let store = h.open().await;
+    let (user, project) = owner(&*store).await;
+    let t0 = now() - Duration::hours(1);
+    let end = t0 + Duration::minutes(30);
+    let with = |state: SandboxState, started: bool, ended: bool| SandboxRecord {
+        state,
+        started_at: started.then_some(t0),
+        terminated_at: ended.then_some(end),
+        ..sandbox(project.id, user.id)
+    };
+    let mut want = BTreeSet::new();
+    // Live: always metered.
+    want.insert(insert(&*store, with(SandboxState::Running, true, false)).await.id);
+    want.insert(insert(&*store, with(SandboxState::Paused, true, false)).await.id);
+    let charged_running = insert(&*store, with(SandboxState::Running, true, false)).await;
+    store.charge(&charged_running.id, None, now(), &[]).await.unwrap();
+    want.insert(charged_running.id);
+    // Never started: nothing to meter.
+    insert(&*store, with(SandboxState::Provisioning, false, false)).await;
+    insert(&*store, with(SandboxState::Failed, false, true)).await;
+    insert(&*store, with(SandboxState::Terminated, false, true)).await;
+    // Ended, never charged, or charged up to before the end: its last seconds are due.
+    want.insert(insert(&*store, with(SandboxState::Terminated, true, true)).await.id);
+    want.insert(insert(&*store, with(SandboxState::Failed, true, true)).await.id);
+    let partly = insert(&*store, with(SandboxState::Terminated, true, true)).await;
+    store.charge(&partly.id, None, end - Duration::milliseconds(1), &[]).await.unwrap();
+    want.insert(partly.id);
+    // Ended and charged up to the end (or past it): done.
+    let done = insert(&*store, with(SandboxState::Terminated, true, true)).await;
+    store.charge(&done.id, None, end, &[]).await.unwrap();
+    let past = insert(&*store, with(SandboxState::Failed, true, true)).await;
+    store.charge(&past.id, None, end + Duration::seconds(5), &[]).await.unwrap();
+
+    let found = store.sandboxes_to_meter().await.unwrap();
+    assert_eq!(found.iter().map(|m| m.sandbox.id).collect::<BTreeSet<_>>(), want);
+    assert!(found.windows(2).all(|w| w[0].sandbox.id < w[1].sandbox.id), "by id");
+    for m in &found {
+        assert_eq!(Some(&m.sandbox), store.get_sandbox(&m.sandbox.id).await.unwrap().as_ref());
+    }
+    let partly_found = found.iter().find(|m| m.sandbox.id == partly.id).unwrap();
+    assert_eq!(partly_found.charged_until, Some(end - Duration::milliseconds(1)));
+
+    // Charging the last seconds takes it off the list.
+    store.charge(&partly.id, Some(end - Duration::milliseconds(1)), end, &[]).await.unwrap();
+    assert!(!store.sandboxes_to_meter().await.unwrap().iter().any(|m| m.sandbox.id == partly.id));
+}
+
+pub async fn reopening_the_store_keeps_accounts_wallets_and_watermarks(h: &dyn Harness) {
+    let store = h.open().await;
+    let (user, project) = owner(&*store).await;
+    let user = store.set_kyc(user.id, KycStatus::Verified, Some("ref-keep")).await.unwrap();
+    store.add_member(project.id, user.id, MemberRole::Owner).await.unwrap();
+    store.record_webhook("evt-keep").await.unwrap();
+    store.set_low_threshold(project.id, 42).await.unwrap();
+    store.credit(project.id, 1000, Some("n"), Some(user.id)).await.unwrap();
+    let t0 = now() - Duration::minutes(5);
+    let t1 = t0 + Duration::minutes(1);
+    let s = running(&*store, project.id, user.id, t0).await;
+    store.charge(&s.id, None, t1, &[line("cpu", 7, t0, t1)]).await.unwrap();
+    let wallet: Wallet = store.wallet(project.id).await.unwrap();
+    let ledger = store.ledger(&LedgerFilter::default()).await.unwrap();
+    drop(store);
+
+    let store = h.open().await;
+    assert_eq!(store.get_user(user.id).await.unwrap(), Some(user.clone()));
+    assert_eq!(store.user_by_kyc_reference("ref-keep").await.unwrap(), Some(user.clone()));
+    assert_eq!(store.members(project.id).await.unwrap().len(), 1);
+    assert!(!store.record_webhook("evt-keep").await.unwrap(), "a replay after a restart is still a replay");
+    assert_eq!(store.wallet(project.id).await.unwrap(), wallet);
+    assert_eq!((wallet.balance, wallet.low_threshold), (993, 42));
+    assert_eq!(store.ledger(&LedgerFilter::default()).await.unwrap(), ledger);
+    let err = store.charge(&s.id, None, t1, &[line("cpu", 7, t0, t1)]).await.unwrap_err();
+    assert!(matches!(err, StoreError::Stale(_)), "the watermark survives: {err:?}");
+    store.charge(&s.id, Some(t1), t1 + Duration::minutes(1), &[]).await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Property: charges add up.
+
+/// One generated operation: a charge of sandbox `.0` with these `(resource, amount)` lines over
+/// the next `.2` milliseconds (from a stale watermark when `.3`), or a credit when `.1` is empty
+/// and `.2` is odd.
+type Op = (usize, Vec<(usize, i64)>, i64, bool);
+
+pub fn random_charges_add_up_exactly_in_the_wallet_and_the_ledger(h: &dyn Harness) {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    const RESOURCES: [&str; 4] = ["gpu", "cpu", "memory", "storage"];
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let store = rt.block_on(h.open());
+    let user = rt.block_on(store.create_user("prop-money", Role::Member)).unwrap();
+    let mut runner = TestRunner::new(Config { cases: 16, failure_persistence: None, ..Config::default() });
+    let amount = prop_oneof![Just(0i64), 1..1_000i64, 1..1_000_000_000_000i64];
+    let strategy = proptest::collection::vec(
+        (
+            0..4usize,
+            proptest::collection::vec((0..4usize, amount), 0..5),
+            0..120_000i64,
+            proptest::bool::weighted(0.1),
+        ),
+        1..40,
+    );
+    runner
+        .run(&strategy, |ops: Vec<Op>| {
+            rt.block_on(async {
+                // Four sandboxes in two projects.
+                let ps = [
+                    store.create_project(&unique("money")).await.unwrap().id,
+                    store.create_project(&unique("money")).await.unwrap().id,
+                ];
+                let t0 = now() - Duration::days(1);
+                let mut sandboxes = Vec::new();
+                for i in 0..4 {
+                    sandboxes.push(running(&*store, ps[i % 2], user.id, t0).await.id);
+                }
+                let mut watermark: Vec<Option<OffsetDateTime>> = vec![None; 4];
+                let mut expected_balance = [0i64; 2];
+                let mut written = [0usize; 2];
+                for (i, lines, step, stale) in ops {
+                    let p = i % 2;
+                    if lines.is_empty() && step % 2 == 1 {
+                        store.credit(ps[p], step, None, None).await.unwrap();
+                        expected_balance[p] += step;
+                        written[p] += 1;
+                        continue;
+                    }
+                    let from = watermark[i].unwrap_or(t0);
+                    let until = from + Duration::milliseconds(step);
+                    let charges: Vec<NewCharge> =
+                        lines.iter().map(|(r, a)| line(RESOURCES[*r], *a, from, until)).collect();
+                    if stale {
+                        let wrong = Some(watermark[i].map_or(t0, |w| w - Duration::milliseconds(1)));
+                        let err = store.charge(&sandboxes[i], wrong, until, &charges).await.unwrap_err();
+                        prop_assert!(matches!(err, StoreError::Stale(_)), "{:?}", err);
+                        continue;
+                    }
+                    let w = store.charge(&sandboxes[i], watermark[i], until, &charges).await.unwrap();
+                    let sum: i64 = lines.iter().map(|(_, a)| a).sum();
+                    expected_balance[p] -= sum;
+                    written[p] += lines.iter().filter(|(_, a)| *a > 0).count();
+                    prop_assert_eq!(w.balance, expected_balance[p]);
+                    watermark[i] = Some(until);
+                }
+                for p in 0..2 {
+                    let wallet = store.wallet(ps[p]).await.unwrap();
+                    prop_assert_eq!(wallet.balance, expected_balance[p]);
+                    prop_assert_eq!(ledger_balance(&*store, ps[p]).await, expected_balance[p]);
+                    let lines = store
+                        .ledger(&LedgerFilter { projects: Some(vec![ps[p]]), ..Default::default() })
+                        .await
+                        .unwrap();
+                    prop_assert_eq!(lines.len(), written[p]);
+                }
+                let metered = store.sandboxes_to_meter().await.unwrap();
+                for (i, id) in sandboxes.iter().enumerate() {
+                    let m = metered.iter().find(|m| m.sandbox.id == *id).unwrap();
+                    prop_assert_eq!(m.charged_until, watermark[i]);
+                }
                 Ok(())
             })
         })

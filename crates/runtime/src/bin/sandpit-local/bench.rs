@@ -206,7 +206,7 @@ pub async fn run(
         backend.pause(id).await.map_err(err)?;
         pauses.push(t.elapsed());
         let t = Instant::now();
-        backend.resume(id).await.map_err(err)?;
+        backend.resume(id, Vec::new()).await.map_err(err)?;
         resumes.push(t.elapsed());
     }
     md.push_str(&Samples(pauses).row("pause", "≤ 100 ms"));

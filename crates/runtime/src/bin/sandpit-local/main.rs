@@ -87,7 +87,9 @@ async fn run(args: Args) -> Result<i32, String> {
             json(&backend.create(spec).await.map_err(|e| e.to_string())?);
         }
         "pause" => backend.pause(&id_arg(&args.rest, 1)?).await.map_err(|e| e.to_string())?,
-        "resume" => json(&backend.resume(&id_arg(&args.rest, 1)?).await.map_err(|e| e.to_string())?),
+        "resume" => {
+            json(&backend.resume(&id_arg(&args.rest, 1)?, Vec::new()).await.map_err(|e| e.to_string())?)
+        }
         "destroy" => backend.destroy(&id_arg(&args.rest, 1)?).await.map_err(|e| e.to_string())?,
         "status" => json(&backend.status(&id_arg(&args.rest, 1)?).await.map_err(|e| e.to_string())?),
         "list" => json(&backend.list().await.map_err(|e| e.to_string())?),
