@@ -58,6 +58,94 @@ pub enum Command {
     Projects,
     /// List the server's GPU types with what is free: whole GPUs and 25/50/75 % shares.
     Gpus,
+    /// Images: the curated catalog and the server's store (list, pull, remove, prune, build).
+    #[command(subcommand)]
+    Image(ImageCommand),
+}
+
+/// `sandpit image …`.
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// List the curated images and the images in the server's store.
+    #[command(visible_alias = "list")]
+    Ls,
+    /// Pull an image into the server's store, with progress.
+    Pull(ImagePullArgs),
+    /// Remove an image from the store (administrators; refused while a sandbox uses it).
+    Rm(ImageRefArg),
+    /// Remove every unused image (but the default and locally built curated ones) and unneeded layers.
+    Prune,
+    /// Build curated images from Debian packages with mmdebstrap, on the server's machine, as root
+    /// (default: every buildable curated image). Works without a running server.
+    Build(ImageBuildArgs),
+    /// Import an image into the server's store on this machine, as root: an OCI layout
+    /// directory, an oci-archive tarball (as `skopeo copy … oci-archive:x.tar` writes) or a plain
+    /// root file system directory. Works without a running server.
+    Import(ImageImportArgs),
+}
+
+/// `sandpit image import`.
+#[derive(Debug, Args)]
+pub struct ImageImportArgs {
+    /// OCI layout directory, oci-archive tarball, or root file system directory.
+    pub path: PathBuf,
+    /// The reference to give it (`team/tools:1`).
+    #[arg(long = "as", value_name = "REF")]
+    pub reference: String,
+    /// In a layout or archive holding several images, the one with this ref name annotation.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// For a root file system directory: the command the image runs (default: none, the sandbox
+    /// idles until exec).
+    #[arg(long = "cmd", value_name = "ARG", num_args = 1..)]
+    pub cmd: Vec<String>,
+    /// The server's data directory and configuration file.
+    #[command(flatten)]
+    pub local: LocalServerArgs,
+}
+
+/// Where the server's files are, for commands that run on its machine.
+#[derive(Debug, Args)]
+pub struct LocalServerArgs {
+    /// The server's data directory [default: /var/lib/sandpit, or the config file's].
+    #[arg(long, env = "SANDPIT_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The server's configuration file.
+    #[arg(long, env = "SANDPIT_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// `sandpit image pull`.
+#[derive(Debug, Args)]
+pub struct ImagePullArgs {
+    /// Reference (`docker.io/library/python:3.12`) or curated name.
+    pub reference: String,
+    /// Registry user name.
+    #[arg(long)]
+    pub username: Option<String>,
+    /// Read the registry password from standard input.
+    #[arg(long, requires = "username")]
+    pub password_stdin: bool,
+}
+
+/// An image reference.
+#[derive(Debug, Args)]
+pub struct ImageRefArg {
+    /// Reference or `sha256:` digest.
+    pub reference: String,
+}
+
+/// `sandpit image build`.
+#[derive(Debug, Args)]
+pub struct ImageBuildArgs {
+    /// Curated names to build (`base`, `python`, `pytorch-cpu`) [default: all buildable].
+    pub names: Vec<String>,
+    /// The server's data directory and configuration file.
+    #[command(flatten)]
+    pub local: LocalServerArgs,
+    /// Debian mirror [default: mmdebstrap's, http://deb.debian.org/debian].
+    #[arg(long, env = "SANDPIT_DEBIAN_MIRROR")]
+    pub mirror: Option<String>,
 }
 
 /// Log output format of `serve`.
@@ -89,9 +177,15 @@ pub struct ServeArgs {
 /// `sandpit create`.
 #[derive(Debug, Args)]
 pub struct CreateArgs {
-    /// Image reference [default: the server's default image].
+    /// Image: a curated name (`python`) or a reference [default: the server's default image].
     #[arg(long, value_name = "REF")]
     pub image: Option<String>,
+    /// User name for a private image's registry.
+    #[arg(long, requires = "image", value_name = "USER")]
+    pub image_username: Option<String>,
+    /// Read the private image registry's password from standard input.
+    #[arg(long, requires = "image_username")]
+    pub image_password_stdin: bool,
     /// CPU: `1`, `0.5`, `500m`.
     #[arg(long, value_parser = parse::cpu)]
     pub cpu: Option<MilliCpu>,

@@ -4,6 +4,7 @@ mod cli;
 mod cp;
 mod exec;
 mod failure;
+mod image;
 mod logs;
 mod output;
 mod parse;
@@ -36,7 +37,34 @@ fn main() -> ExitCode {
     code
 }
 
+/// A password from standard input, without the line end.
+pub(crate) fn read_password_stdin() -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    use std::io::Read as _;
+    let mut s = String::new();
+    std::io::stdin().read_to_string(&mut s).context("read the password from stdin")?;
+    let s = s.trim_end_matches(['\n', '\r']).to_string();
+    if s.is_empty() {
+        anyhow::bail!("no password on standard input");
+    }
+    Ok(s)
+}
+
 async fn run(cli: Cli) -> ExitCode {
+    let local = match &cli.command {
+        Command::Image(cli::ImageCommand::Build(a)) => Some(image::build(a).await),
+        Command::Image(cli::ImageCommand::Import(a)) => Some(image::import(a).await),
+        _ => None,
+    };
+    if let Some(result) = local {
+        return match result {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Command::Serve(a) = &cli.command {
         return match serve::serve(a).await {
             Ok(code) => code,
@@ -83,6 +111,7 @@ async fn dispatch(client: &Client, cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Cp(a) => cp::cp(client, a, json).await,
         Command::Projects => sandbox::projects(client, json).await,
         Command::Gpus => sandbox::gpus(client, json).await,
+        Command::Image(c) => image::run(client, c, json).await,
     }
 }
 

@@ -121,8 +121,13 @@ pub fn gpu_table(items: &[sandpit_client::api::GpuTypeView]) -> String {
     trim_lines(&t.to_string())
 }
 
+/// A size for people: `2.03 MiB`.
+pub fn human_bytes(b: sandpit_types::ByteSize) -> String {
+    indicatif::HumanBytes(b.bytes()).to_string()
+}
+
 /// comfy-table pads every cell, the last one too; trailing blanks only get in the way.
-fn trim_lines(s: &str) -> String {
+pub fn trim_lines(s: &str) -> String {
     s.lines().map(|l| l.trim_end().strip_prefix(' ').unwrap_or(l.trim_end())).collect::<Vec<_>>().join("\n")
 }
 

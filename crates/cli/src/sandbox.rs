@@ -15,12 +15,18 @@ use time::OffsetDateTime;
 use crate::cli::{CreateArgs, ListArgs, TimeoutArgs};
 use crate::output::{print_json, project_table, sandbox_details, sandbox_table, short_span};
 
-/// The request `create` sends.
-pub fn create_request(a: &CreateArgs) -> CreateSandbox {
+/// The request `create` sends; `password` is the registry password read from stdin.
+pub fn create_request(a: &CreateArgs, password: Option<String>) -> CreateSandbox {
+    let image = match (&a.image, &a.image_username) {
+        (Some(r), Some(u)) => {
+            Some(ImageSpec::WithCredentials { reference: r.clone(), username: Some(u.clone()), password })
+        }
+        (r, _) => r.clone().map(ImageSpec::Reference),
+    };
     CreateSandbox {
         name: a.name.clone(),
         project: a.project.clone(),
-        image: a.image.clone().map(ImageSpec::Reference),
+        image,
         cpu: a.cpu,
         memory: a.memory,
         gpu: a.gpu.clone(),
@@ -34,7 +40,8 @@ pub fn create_request(a: &CreateArgs) -> CreateSandbox {
 
 /// `sandpit create`.
 pub async fn create(client: &Client, a: &CreateArgs, json: bool) -> anyhow::Result<ExitCode> {
-    let req = create_request(a);
+    let password = if a.image_password_stdin { Some(crate::read_password_stdin()?) } else { None };
+    let req = create_request(a, password);
     let mut view = client.create(&req, false).await?;
     if a.wait && view.state == SandboxState::Provisioning {
         view = wait_until_provisioned(client, &view).await?;
@@ -63,12 +70,27 @@ async fn wait_until_provisioned(client: &Client, view: &SandboxView) -> anyhow::
     spinner.enable_steady_tick(Duration::from_millis(100));
     let result = async {
         let mut events = client.events(&id, 0).await?;
+        // Pull progress per layer: (done, total).
+        let mut layers: std::collections::BTreeMap<String, (u64, u64)> = std::collections::BTreeMap::new();
         while let Some(ev) = events.next().await {
             let ev = ev?;
             match (ev.kind, ev.state) {
                 (EventKind::State, Some(s)) if s != SandboxState::Provisioning => break,
                 (_, _) => {
-                    if let Some(m) = ev.message {
+                    if let Some(p) = &ev.progress
+                        && let (Some(layer), Some(done), Some(total)) =
+                            (p["layer"].as_str(), p["done_bytes"].as_u64(), p["total_bytes"].as_u64())
+                    {
+                        layers.insert(layer.to_string(), (done, total));
+                        let (done, total) = layers.values().fold((0, 0), |(d, t), (a, b)| (d + a, t + b));
+                        spinner.set_message(format!(
+                            "pulling {} for {id}: {} / {} ({} layers)",
+                            p["image"].as_str().unwrap_or("the image"),
+                            sandpit_types::ByteSize(done),
+                            sandpit_types::ByteSize(total),
+                            layers.len()
+                        ));
+                    } else if let Some(m) = ev.message {
                         spinner.set_message(format!("provisioning {id}: {m}"));
                     }
                 }

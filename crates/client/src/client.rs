@@ -8,8 +8,9 @@ use futures::{StreamExt, TryStream, TryStreamExt};
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use reqwest::{Method, RequestBuilder, Response, Url};
 use sandpit_types::api::{
-    CreateSandbox, ExecRequest, ExecResult, ExecStreamEvent, FileEntryView, GpuTypeView, Health, LogEntry,
-    LogsPage, MakeDir, MovePath, Page, ProjectView, SandboxEventView, SandboxView, SetTimeout,
+    CreateSandbox, ExecRequest, ExecResult, ExecStreamEvent, FileEntryView, GpuTypeView, Health, ImagesView,
+    LogEntry, LogsPage, MakeDir, MovePath, Page, ProjectView, PruneReport, PullEvent, PullImage,
+    SandboxEventView, SandboxView, SetTimeout,
 };
 use sandpit_types::{ErrorBody, SandboxState};
 use serde::de::DeserializeOwned;
@@ -157,6 +158,32 @@ impl Client {
     /// `GET /v1/projects`: the projects the key can see.
     pub async fn projects(&self) -> Result<Vec<ProjectView>> {
         self.json(self.request(Method::GET, self.url(&["v1", "projects"]))).await
+    }
+
+    /// `GET /v1/images`: the curated catalog and the server's image store.
+    pub async fn images(&self) -> Result<ImagesView> {
+        self.json(self.request(Method::GET, self.url(&["v1", "images"]))).await
+    }
+
+    /// `POST /v1/images/pull`, streamed: progress events, then `done` or `error`.
+    pub async fn pull_image(&self, req: &PullImage) -> Result<ApiStream<PullEvent>> {
+        let r = self
+            .request(Method::POST, self.url(&["v1", "images", "pull"]))
+            .header(ACCEPT, "application/x-ndjson")
+            .json(req);
+        let resp = self.send(r).await?;
+        Ok(ndjson(resp, self.shown.clone()))
+    }
+
+    /// `DELETE /v1/images?reference=`.
+    pub async fn remove_image(&self, reference: &str) -> Result<()> {
+        let r = self.request(Method::DELETE, self.url(&["v1", "images"])).query(&[("reference", reference)]);
+        self.send(r).await.map(|_| ())
+    }
+
+    /// `POST /v1/images/prune`.
+    pub async fn prune_images(&self) -> Result<PruneReport> {
+        self.json(self.request(Method::POST, self.url(&["v1", "images", "prune"]))).await
     }
 
     /// `GET /v1/gpus`: GPU types and what is free of each.

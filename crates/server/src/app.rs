@@ -50,6 +50,12 @@ pub struct App {
     pub images: Arc<ImageStore>,
     /// CPU, memory and GPUs, and their reservations.
     pub gpus: Gpus,
+    /// Pulls images from registries into `images`.
+    pub puller: sandpit_image::Puller,
+    /// The curated images, and the modification time of the file they were read from.
+    pub catalog: RwLock<(Option<std::time::SystemTime>, sandpit_image::Catalog)>,
+    /// Seals registry credentials at rest.
+    pub secrets: crate::secrets::SecretBox,
     /// Live events.
     pub hub: EventHub,
     /// Prometheus metrics.
@@ -85,13 +91,20 @@ impl App {
         backend: Arc<dyn Backend>,
         images: Arc<ImageStore>,
         gpus: Gpus,
+        catalog: sandpit_image::Catalog,
+        secrets: crate::secrets::SecretBox,
     ) -> Arc<Self> {
+        let puller = sandpit_image::Puller::new(images.clone(), config.pull_config());
+        let catalog_modified = crate::images::modified(&config.catalog_path());
         Arc::new(Self {
             config,
             store,
             backend,
             images,
             gpus,
+            puller,
+            catalog: RwLock::new((catalog_modified, catalog)),
+            secrets,
             hub: EventHub::default(),
             metrics: Metrics::new(),
             shutdown: CancellationToken::new(),
@@ -214,11 +227,8 @@ impl App {
         let limits = &self.config.limits;
         req.validate(limits)?;
         let project = self.target_project(caller, req.project.as_deref()).await?;
-        let image = req
-            .image
-            .as_ref()
-            .map(|i| i.reference().to_string())
-            .unwrap_or_else(|| self.config.default_image.clone());
+        let resolved = self.resolve_image(req.image.as_ref())?;
+        let image = resolved.reference.clone();
         let id = SandboxId::generate();
         let cpu = req.cpu.unwrap_or(limits.cpu_default);
         let memory = req.memory.unwrap_or(limits.memory_default);
@@ -247,7 +257,7 @@ impl App {
             paused_at: None,
             terminated_at: None,
             exit_code: None,
-            credentials: None,
+            credentials: resolved.login.as_ref().map(|l| crate::images::seal_login(self, l, &id)),
             placement: Some(serde_json::to_string(&placement).unwrap_or_default()),
             generation: 1,
         };
@@ -329,10 +339,16 @@ impl App {
         if r.state != SandboxState::Provisioning || r.desired != Desired::Running {
             return Ok(());
         }
-        let backend_started = Instant::now();
-        let result = self.backend.create(self.runtime_spec(&r)).await;
+        let result = match self.ensure_image(&r).await {
+            Ok(_) => {
+                let backend_started = Instant::now();
+                let created = self.backend.create(self.runtime_spec(&r)).await;
+                self.metrics.observe_backend_create(backend_started.elapsed());
+                created.map_err(|e| failure_reason(&e))
+            }
+            Err(e) => Err(crate::images::pull_failure(&r.image, &e)),
+        };
         sandpit_runtime::failpoint::hit("server.provision.after_backend");
-        self.metrics.observe_backend_create(backend_started.elapsed());
         match result {
             Ok(status) => {
                 let ev = Self::transition(&mut r, SandboxEvent::Provisioned, None)?;
@@ -350,9 +366,8 @@ impl App {
                     self.watch_exit(r.id);
                 }
             }
-            Err(e) => {
-                let reason = failure_reason(&e);
-                warn!(sandbox_id = %id, error = %e, "provisioning failed");
+            Err(reason) => {
+                warn!(sandbox_id = %id, reason = %reason, "provisioning failed");
                 let ev = Self::transition(&mut r, SandboxEvent::ProvisionFailed, Some(reason))?;
                 r.terminated_at = Some(now());
                 r.placement = None;

@@ -61,6 +61,37 @@ pub struct ServerConfig {
     pub cpu_overcommit: u32,
     /// Memory the scheduler hands out, in percent of the host's memory.
     pub memory_overcommit_percent: u32,
+    /// Registries reached over plain HTTP (`host:port`); every other one over HTTPS only. Also
+    /// `SANDPIT_INSECURE_REGISTRIES=host:port,…`.
+    #[serde(deserialize_with = "list_or_csv")]
+    pub insecure_registries: Vec<String>,
+    /// Attempts per registry request before a transient failure (connection, 5xx) is final.
+    pub pull_attempts: u32,
+    /// Delay before the second attempt, in milliseconds (doubled for each further one).
+    pub pull_backoff_ms: u64,
+    /// The layer cache is collected down to this size (least recently used images first; images
+    /// of live sandboxes and pinned ones are kept).
+    pub image_cache_max_bytes: ByteSize,
+    /// Largest image (uncompressed) a pull or import may bring.
+    pub max_image_bytes: ByteSize,
+    /// The curated catalog file (default `<data_dir>/catalog.toml`, written on first start).
+    pub catalog_file: Option<PathBuf>,
+}
+
+/// Accepts a TOML list or a comma-separated string (as environment variables give).
+fn list_or_csv<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrCsv {
+        List(Vec<String>),
+        Csv(String),
+    }
+    Ok(match ListOrCsv::deserialize(d)? {
+        ListOrCsv::List(l) => l,
+        ListOrCsv::Csv(s) => {
+            s.split(',').map(str::trim).filter(|x| !x.is_empty()).map(String::from).collect()
+        }
+    })
 }
 
 impl Default for ServerConfig {
@@ -84,6 +115,12 @@ impl Default for ServerConfig {
             gpu_soft_sharing: false,
             cpu_overcommit: 64,
             memory_overcommit_percent: 100,
+            insecure_registries: Vec::new(),
+            pull_attempts: 4,
+            pull_backoff_ms: 500,
+            image_cache_max_bytes: ByteSize::gib(50),
+            max_image_bytes: ByteSize::gib(16),
+            catalog_file: None,
         }
     }
 }
@@ -128,6 +165,26 @@ impl ServerConfig {
     /// Archived logs of ended sandboxes.
     pub fn logs_dir(&self) -> PathBuf {
         self.data_dir.join("logs")
+    }
+
+    /// The catalog file.
+    pub fn catalog_path(&self) -> PathBuf {
+        self.catalog_file.clone().unwrap_or_else(|| self.data_dir.join("catalog.toml"))
+    }
+
+    /// The secret key sealing registry credentials.
+    pub fn secret_key_path(&self) -> PathBuf {
+        self.data_dir.join("secret.key")
+    }
+
+    /// Registry pull settings.
+    pub fn pull_config(&self) -> sandpit_image::PullConfig {
+        sandpit_image::PullConfig {
+            insecure_registries: self.insecure_registries.clone(),
+            max_attempts: self.pull_attempts.max(1),
+            backoff: std::time::Duration::from_millis(self.pull_backoff_ms),
+            ..Default::default()
+        }
     }
 
     /// Where the CLI credentials go.

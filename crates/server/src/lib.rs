@@ -13,8 +13,10 @@ pub mod error;
 pub mod gpus;
 pub mod http;
 pub mod hub;
+pub mod images;
 pub mod metrics;
 pub mod reconcile;
+pub mod secrets;
 
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
@@ -56,6 +58,9 @@ pub enum ServeError {
     /// Bootstrap failed.
     #[error(transparent)]
     Bootstrap(#[from] bootstrap::BootstrapError),
+    /// The secret key is unusable.
+    #[error(transparent)]
+    Secrets(#[from] secrets::SecretError),
     /// The GPU inventory is unusable.
     #[error(transparent)]
     Gpus(#[from] gpus::InventoryError),
@@ -92,7 +97,9 @@ impl Server {
             .map_err(dir_err)?;
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.database()).await?);
         let shift = IdShift::new(config.uid_base, 65536)?;
-        let images = Arc::new(ImageStore::open(config.images_dir(), shift)?);
+        let images = Arc::new(
+            ImageStore::open(config.images_dir(), shift)?.with_max_image_size(config.max_image_bytes),
+        );
         let mut local = LocalConfig::new(config.runtime_dir());
         local.oci_runtime = config.oci_runtime.clone();
         let backend: Arc<dyn Backend> = Arc::new(LocalBackend::open(local, images.clone())?);
@@ -115,11 +122,14 @@ impl Server {
             )??;
         }
         let gpus = gpus::Gpus::detect(&config)?;
-        let app = App::new(config, store, backend, images, gpus);
+        let catalog = sandpit_image::Catalog::load_or_init(&config.catalog_path())?;
+        let secrets = secrets::SecretBox::open_or_create(&config.secret_key_path())?;
+        let app = App::new(config, store, backend, images, gpus, catalog, secrets);
         reconcile::startup(&app).await.map_err(|e| ServeError::Recovery(e.0))?;
         app.tasks.spawn(reconcile::deadlines(app.clone()));
         app.tasks.spawn(reconcile::retention(app.clone()));
         app.tasks.spawn(reconcile::gauges(app.clone()));
+        app.tasks.spawn(images::gc_loop(app.clone()));
         if app.gpus.host.is_some() {
             app.tasks.spawn(reconcile::gpu_watchdog(app.clone()));
         }

@@ -41,7 +41,10 @@ pub struct RegistryLogin {
 
 impl std::fmt::Debug for RegistryLogin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RegistryLogin").field("username", &self.username).field("password", &"<redacted>").finish()
+        f.debug_struct("RegistryLogin")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
     }
 }
 
@@ -65,14 +68,20 @@ impl SecretBox {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut k = vec![0u8; 32];
                 rand::rng().fill_bytes(&mut k);
-                let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(err)?;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(path)
+                    .map_err(err)?;
                 f.write_all(&k).map_err(err)?;
                 f.sync_all().map_err(err)?;
                 k
             }
             Err(e) => return Err(err(e)),
         };
-        let cipher = XChaCha20Poly1305::new_from_slice(&key).map_err(|_| SecretError::BadKey(path.to_path_buf()))?;
+        let cipher =
+            XChaCha20Poly1305::new_from_slice(&key).map_err(|_| SecretError::BadKey(path.to_path_buf()))?;
         Ok(Self { cipher })
     }
 
@@ -82,7 +91,7 @@ impl SecretBox {
         rand::rng().fill_bytes(&mut nonce);
         let sealed = self
             .cipher
-            .encrypt(XNonce::from_slice(&nonce), Payload { msg: plain, aad: context.as_bytes() })
+            .encrypt(&XNonce::from(nonce), Payload { msg: plain, aad: context.as_bytes() })
             // Encryption only fails for inputs beyond the cipher's length limit (~256 GiB).
             .unwrap_or_default();
         let mut out = nonce.to_vec();
@@ -96,8 +105,9 @@ impl SecretBox {
             return Err(SecretError::Open);
         }
         let (nonce, body) = sealed.split_at(24);
+        let nonce = XNonce::try_from(nonce).map_err(|_| SecretError::Open)?;
         self.cipher
-            .decrypt(XNonce::from_slice(nonce), Payload { msg: body, aad: context.as_bytes() })
+            .decrypt(&nonce, Payload { msg: body, aad: context.as_bytes() })
             .map_err(|_| SecretError::Open)
     }
 

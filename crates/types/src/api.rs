@@ -668,6 +668,126 @@ pub struct GpuTypeView {
     pub simulated: bool,
 }
 
+/// A curated image (`GET /v1/images`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CuratedImageView {
+    /// What to write as `image` (`python`).
+    pub name: String,
+    /// Category (`base`, `code-interpreter`, `pytorch`, `vllm`, …).
+    pub category: String,
+    /// What it is.
+    pub description: String,
+    /// The reference it stands for.
+    pub reference: String,
+    /// Meant for GPU sandboxes.
+    pub gpu: bool,
+    /// In this server's image store (else it is pulled, or must be built, on first use).
+    pub available: bool,
+    /// Size when known (in the store).
+    #[schema(value_type = Option<String>)]
+    pub size: Option<ByteSize>,
+    /// The `sandpit image build` recipe that makes it, if it is built locally.
+    pub build: Option<String>,
+}
+
+/// An image in the server's store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LocalImageView {
+    /// References that name it.
+    pub references: Vec<String>,
+    /// Manifest digest.
+    pub digest: String,
+    /// Uncompressed size.
+    #[schema(value_type = String)]
+    pub size: ByteSize,
+    /// When it came into the store.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub imported_at: OffsetDateTime,
+    /// When a sandbox last used it.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_used: Option<OffsetDateTime>,
+    /// `local` (built or imported here) or `registry`.
+    pub source: String,
+    /// Pulled with credentials: usable only by callers whose credentials its registry accepts.
+    pub private: bool,
+}
+
+/// `GET /v1/images`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ImagesView {
+    /// The curated catalog.
+    pub curated: Vec<CuratedImageView>,
+    /// Everything in the store.
+    pub local: Vec<LocalImageView>,
+}
+
+/// `POST /v1/images/pull`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PullImage {
+    /// The reference (or a curated name).
+    pub reference: String,
+    /// Registry user name.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Registry password; never returned or logged.
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+impl fmt::Debug for PullImage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PullImage")
+            .field("reference", &self.reference)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// One line of a streamed pull (`Accept: application/x-ndjson`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum PullEvent {
+    /// A layer advanced.
+    Progress {
+        /// Layer digest.
+        layer: String,
+        /// Bytes received.
+        done_bytes: u64,
+        /// Layer size.
+        total_bytes: u64,
+        /// `downloading`, `cached` or `done`.
+        status: String,
+    },
+    /// The image is in the store; the last event.
+    Done {
+        /// The image.
+        image: LocalImageView,
+    },
+    /// The pull failed; the last event.
+    Error {
+        /// `registry_auth_failed`, `image_not_found`, `registry_unreachable`, …
+        code: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// What a prune removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PruneReport {
+    /// References removed.
+    pub removed_references: Vec<String>,
+    /// Number of layers deleted.
+    pub removed_layers: usize,
+    /// Bytes freed.
+    #[schema(value_type = String)]
+    pub freed: ByteSize,
+}
+
 /// A project as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ProjectView {

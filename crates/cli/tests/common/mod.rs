@@ -74,11 +74,13 @@ pub struct Start {
     pub failpoint: Option<String>,
     /// `SANDPIT_SIMULATE_GPUS`, if any.
     pub simulate_gpus: Option<String>,
+    /// More environment variables for the server.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Start {
     fn default() -> Self {
-        Self { bootstrap_key: Some(KEY.into()), failpoint: None, simulate_gpus: None }
+        Self { bootstrap_key: Some(KEY.into()), failpoint: None, simulate_gpus: None, env: Vec::new() }
     }
 }
 
@@ -132,6 +134,7 @@ impl Serve {
             Some(g) => c.env("SANDPIT_SIMULATE_GPUS", g),
             None => c.env_remove("SANDPIT_SIMULATE_GPUS"),
         };
+        c.envs(opts.env.iter().map(|(k, v)| (k, v)));
         self.child = Some(c.spawn().unwrap());
     }
 

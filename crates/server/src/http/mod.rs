@@ -6,6 +6,7 @@
 
 mod extract;
 mod files;
+mod images;
 mod sandboxes;
 mod streams;
 
@@ -73,6 +74,9 @@ fn api() -> (Router<Arc<App>>, utoipa::openapi::OpenApi) {
         .routes(routes!(streams::events))
         .routes(routes!(projects))
         .routes(routes!(gpus))
+        .routes(routes!(images::list, images::remove))
+        .routes(routes!(images::pull))
+        .routes(routes!(images::prune))
         .split_for_parts();
     doc.info.version = env!("CARGO_PKG_VERSION").to_string();
     (api, doc)

@@ -50,6 +50,8 @@ pub fn config(data_dir: &Path) -> ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         credentials_file: Some(data_dir.join("credentials.json")),
         sandbox_disk: sandpit_types::ByteSize::mib(256),
+        pull_attempts: 2,
+        pull_backoff_ms: 50,
         ..Default::default()
     };
     c.limits.memory_default = sandpit_types::ByteSize::mib(256);
