@@ -139,7 +139,7 @@ pub fn import_directory(
     let manifest_bytes = serde_json::to_vec(&manifest)
         .map_err(|e| ImageError::io("serialise manifest", rootfs, std::io::Error::other(e)))?;
     let plan = ImagePlan::new(Sha256Digest::of(&manifest_bytes), &manifest, config_digest, &config)?;
-    let mut session = store.begin_import()?;
+    let session = store.begin_import()?;
     session.unpack_layer_blob((&mut file).take(size), LayerMediaType::Tar, &diff_id, &diff_id)?;
     session.commit(&plan, Some(reference))
 }

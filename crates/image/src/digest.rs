@@ -3,6 +3,7 @@
 use std::fmt;
 use std::io::{self, Read};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest as _, Sha256};
@@ -104,19 +105,95 @@ pub(crate) fn truncate(s: &str) -> String {
     s.chars().take(300).collect()
 }
 
-/// A reader that hashes (sha256) and counts every byte read through it, and can refuse to pass
-/// more than a limit.
+/// A number of bytes shared by several readers at once (the uncompressed bytes of one image's
+/// layers, unpacked concurrently): every byte read through a [`Charge`] takes from it, and a read
+/// that takes it past its limit fails.
 #[derive(Debug)]
-pub(crate) struct DigestReader<R> {
+pub(crate) struct ByteBudget {
+    limit: u64,
+    used: AtomicU64,
+}
+
+impl ByteBudget {
+    /// A budget of `limit` bytes, none used.
+    pub(crate) fn new(limit: u64) -> Self {
+        Self { limit, used: AtomicU64::new(0) }
+    }
+
+    /// The bytes not yet taken.
+    pub(crate) fn remaining(&self) -> u64 {
+        self.limit.saturating_sub(self.used.load(Ordering::SeqCst))
+    }
+
+    /// Takes `bytes`; `false` when the total taken is then past the limit (they are taken all
+    /// the same: give them back when the taker stops).
+    pub(crate) fn take(&self, bytes: u64) -> bool {
+        let before = self
+            .used
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| Some(used.saturating_add(bytes)))
+            .unwrap_or_else(|used| used);
+        before.saturating_add(bytes) <= self.limit
+    }
+
+    /// Returns bytes taken earlier.
+    pub(crate) fn give_back(&self, bytes: u64) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| Some(used.saturating_sub(bytes)));
+    }
+}
+
+/// What one reader took from a [`ByteBudget`]: given back when dropped, unless [`Self::keep`]
+/// is called.
+#[derive(Debug)]
+pub(crate) struct Charge<'b> {
+    budget: &'b ByteBudget,
+    taken: AtomicU64,
+}
+
+impl<'b> Charge<'b> {
+    /// Nothing taken yet from `budget`.
+    pub(crate) fn new(budget: &'b ByteBudget) -> Self {
+        Self { budget, taken: AtomicU64::new(0) }
+    }
+
+    /// Takes `bytes` from the budget; `false` when that exceeds it.
+    fn take(&self, bytes: u64) -> bool {
+        self.taken.fetch_add(bytes, Ordering::Relaxed);
+        self.budget.take(bytes)
+    }
+
+    /// The bytes taken so far.
+    pub(crate) fn taken(&self) -> u64 {
+        self.taken.load(Ordering::Relaxed)
+    }
+
+    /// Leaves what was taken in the budget for good.
+    pub(crate) fn keep(self) {
+        self.taken.store(0, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Charge<'_> {
+    fn drop(&mut self) {
+        self.budget.give_back(self.taken.load(Ordering::Relaxed));
+    }
+}
+
+/// A reader that hashes (sha256) and counts every byte read through it, and can refuse to pass
+/// more than a limit, of its own or of a shared [`ByteBudget`].
+#[derive(Debug)]
+pub(crate) struct DigestReader<'c, R> {
     inner: R,
     hasher: Sha256,
     count: u64,
     limit: u64,
+    charge: Option<&'c Charge<'c>>,
     exceeded: bool,
     inner_failed: bool,
 }
 
-impl<R: Read> DigestReader<R> {
+impl<'c, R: Read> DigestReader<'c, R> {
     /// Wraps `inner` with no limit.
     pub(crate) fn new(inner: R) -> Self {
         Self::with_limit(inner, u64::MAX)
@@ -124,10 +201,25 @@ impl<R: Read> DigestReader<R> {
 
     /// Wraps `inner`; reading past `limit` bytes fails (and [`Self::exceeded`] says so).
     pub(crate) fn with_limit(inner: R, limit: u64) -> Self {
-        Self { inner, hasher: Sha256::new(), count: 0, limit, exceeded: false, inner_failed: false }
+        Self {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+            limit,
+            charge: None,
+            exceeded: false,
+            inner_failed: false,
+        }
     }
 
-    /// Whether a read failed because the limit was reached.
+    /// Also charges every byte read to `charge`: a read that exceeds its budget fails like one
+    /// past the limit.
+    pub(crate) fn charging(mut self, charge: &'c Charge<'c>) -> Self {
+        self.charge = Some(charge);
+        self
+    }
+
+    /// Whether a read failed because the limit or the budget was reached.
     pub(crate) fn exceeded(&self) -> bool {
         self.exceeded
     }
@@ -143,7 +235,7 @@ impl<R: Read> DigestReader<R> {
     }
 }
 
-impl<R: Read> Read for DigestReader<R> {
+impl<R: Read> Read for DigestReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.exceeded {
             return Err(io::Error::other("size limit reached"));
@@ -159,7 +251,8 @@ impl<R: Read> Read for DigestReader<R> {
         let data = buf.get(..n).unwrap_or_default();
         self.hasher.update(data);
         self.count = self.count.saturating_add(n as u64);
-        if self.count > self.limit {
+        let within_budget = self.charge.is_none_or(|charge| charge.take(n as u64));
+        if self.count > self.limit || !within_budget {
             self.exceeded = true;
             return Err(io::Error::other("size limit reached"));
         }
@@ -200,5 +293,29 @@ mod tests {
         let mut limited = DigestReader::with_limit(&b"hello world"[..], 4);
         assert!(io::copy(&mut limited, &mut io::sink()).is_err());
         assert!(limited.exceeded());
+    }
+
+    #[test]
+    fn readers_sharing_a_budget_stop_at_its_limit_together_and_give_back_what_they_drop() {
+        let budget = ByteBudget::new(10);
+        let kept = Charge::new(&budget);
+        let mut a = DigestReader::new(&b"123456"[..]).charging(&kept);
+        io::copy(&mut a, &mut io::sink()).unwrap();
+        assert_eq!(kept.taken(), 6);
+        kept.keep();
+        assert_eq!(budget.remaining(), 4);
+
+        {
+            let dropped = Charge::new(&budget);
+            let mut b = DigestReader::new(&b"12345"[..]).charging(&dropped);
+            assert!(io::copy(&mut b, &mut io::sink()).is_err());
+            assert!(b.exceeded());
+            assert_eq!(budget.remaining(), 0);
+        }
+        assert_eq!(budget.remaining(), 4, "a dropped charge gives its bytes back");
+        let fits = Charge::new(&budget);
+        let mut c = DigestReader::new(&b"1234"[..]).charging(&fits);
+        io::copy(&mut c, &mut io::sink()).unwrap();
+        assert!(!c.exceeded());
     }
 }

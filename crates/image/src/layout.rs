@@ -6,8 +6,14 @@
 //!   (1.0.0)      (≤ 4 MiB)     by ref.name,       (sha256,   (sha256,    │
 //!                              else the only one,  size)      size)      ▼
 //!                              else linux/<host>              layers: ImportSession::unpack_layer_blob
-//!                              (nested indexes)               (blob sha256 + diff_id) ─► commit
+//!                              (nested indexes)               (blob sha256 + diff_id), a few at
+//!                                                             once ─► commit
 //! ```
+//!
+//! Up to three layers stream at once (read, decompress, unpack), each on its own thread, from
+//! blobs opened per layer (an archive is read with `pread`, which shares no file offset); a layer
+//! being synced leaves its turn to the next. The first failure stops the others and rolls the
+//! import back.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -16,14 +22,17 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use oci_spec::image::{Descriptor, ImageIndex};
+use tokio_util::sync::CancellationToken;
 
+use crate::concurrent::{self, DEFAULT_CONCURRENT_LAYERS, LayerReader, Slots};
 use crate::digest::Sha256Digest;
 use crate::document::{self, choose_for_host, parse, read_bounded};
 pub use crate::document::{MAX_DOCUMENT_BYTES, MAX_INDEX_DEPTH};
 use crate::error::{DigestSubject, ImageError, LayoutProblem};
 use crate::media::{ManifestKind, manifest_kind};
+use crate::plan::PlannedLayer;
 use crate::reference::ImageReference;
-use crate::store::{ImageRecord, ImageStore};
+use crate::store::{ImageRecord, ImageStore, ImportSession};
 use crate::unpack::path::EntryPath;
 use crate::unpack::{HeaderBudget, Metered};
 
@@ -79,22 +88,38 @@ impl ImageStore {
         let config_bytes = read_bounded(source.open_blob(&config_digest)?, DigestSubject::Config)?;
         let plan = document::plan(manifest_digest, &manifest, &config_bytes)?;
 
-        let mut session = self.begin_import()?;
-        for layer in plan.layers() {
-            if session.layer(&layer.diff_id)?.is_some() {
-                continue;
-            }
-            let blob = source.open_blob(&layer.blob_digest)?;
-            // One byte more than declared: a longer blob then fails its digest check.
-            let bounded = blob.take(layer.blob_size.saturating_add(1));
-            session.unpack_layer_blob(bounded, layer.media_type, &layer.blob_digest, &layer.diff_id)?;
-        }
+        let session = self.begin_import()?;
+        let cancel = CancellationToken::new();
+        let slots = Slots::new(DEFAULT_CONCURRENT_LAYERS);
+        concurrent::for_each(plan.layers(), 2 * DEFAULT_CONCURRENT_LAYERS, &cancel, |layer| {
+            import_layer(&session, source, layer, &slots, &cancel)
+        })?;
         session.commit(&plan, Some(reference))
     }
 }
 
-/// Where layout files and blobs are read from.
-trait LayoutSource {
+/// Unpacks one layer of a layout unless the store has it.
+fn import_layer(
+    session: &ImportSession<'_>,
+    source: &dyn LayoutSource,
+    layer: &PlannedLayer,
+    slots: &Slots,
+    cancel: &CancellationToken,
+) -> Result<(), ImageError> {
+    if session.layer(&layer.diff_id)?.is_some() {
+        return Ok(());
+    }
+    // `None`: another layer failed, and its error is the import's.
+    let Some(slot) = slots.acquire(cancel) else { return Ok(()) };
+    let blob = source.open_blob(&layer.blob_digest)?;
+    // One byte more than declared: a longer blob then fails its digest check.
+    let reader = LayerReader::new(blob.take(layer.blob_size.saturating_add(1)), cancel, slot);
+    session.unpack_layer_blob(reader, layer.media_type, &layer.blob_digest, &layer.diff_id)?;
+    Ok(())
+}
+
+/// Where layout files and blobs are read from (by several threads at once).
+trait LayoutSource: Sync {
     /// A top-level file (`oci-layout`, `index.json`), at most [`MAX_DOCUMENT_BYTES`]; `None` if
     /// missing.
     fn read_file(&self, name: &str, what: DigestSubject) -> Result<Option<Vec<u8>>, ImageError>;

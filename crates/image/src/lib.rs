@@ -11,6 +11,7 @@
 
 pub mod build;
 pub mod catalog;
+mod concurrent;
 pub mod debian;
 pub mod digest;
 mod document;

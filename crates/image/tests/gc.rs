@@ -136,7 +136,7 @@ fn gc_waits_for_a_running_import_and_keeps_what_it_commits() {
     let store = Arc::new(store(dir.path()));
     let tar = small_layer("late");
     let plan = plan_for(&[(&tar, &tar, LayerMediaType::Tar)]);
-    let mut session = store.begin_import().unwrap();
+    let session = store.begin_import().unwrap();
     let layer = &plan.layers()[0];
     session.unpack_layer_blob(&tar[..], layer.media_type, &layer.blob_digest, &layer.diff_id).unwrap();
 

@@ -31,6 +31,8 @@ struct Fixtures {
     /// busybox (`latest`), an arm64 image (`arm64`), an index of both (`multi`) and an index of
     /// the arm64 image alone (`arm-only`).
     multi: OciLayout,
+    /// `wide`: four layers of 1 MiB of incompressible bytes each ([`common::build_wide_image`]).
+    wide: OciLayout,
 }
 
 fn fixtures() -> &'static Fixtures {
@@ -62,7 +64,8 @@ fn fixtures() -> &'static Fixtures {
         multi.config("arm64", &["--architecture=arm64"]).unwrap();
         multi.add_index("multi", &[("arm64", "arm64"), ("latest", "amd64")]).unwrap();
         multi.add_index("arm-only", &[("arm64", "arm64")]).unwrap();
-        Fixtures { busybox, layered, layered_zstd, derived, multi }
+        let wide = common::build_wide_image(&base.join("wide"), "wide", 4, 1 << 20);
+        Fixtures { busybox, layered, layered_zstd, derived, multi, wide }
     })
 }
 
@@ -84,6 +87,7 @@ fn config(insecure: &[&str]) -> PullConfig {
         max_backoff: Duration::from_millis(100),
         connect_timeout: Duration::from_secs(2),
         read_timeout: Duration::from_secs(10),
+        max_concurrent_layers: PullConfig::default().max_concurrent_layers,
     }
 }
 
@@ -92,6 +96,14 @@ fn harness(insecure: &[&str]) -> (tempfile::TempDir, Arc<ImageStore>, Puller) {
     let dir = tempfile::tempdir().unwrap();
     let store = new_store(dir.path());
     let puller = puller(&store, insecure);
+    (dir, store, puller)
+}
+
+/// Like [`harness`], with up to four layers of a pull streamed at once.
+fn concurrent_harness(insecure: &[&str]) -> (tempfile::TempDir, Arc<ImageStore>, Puller) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = new_store(dir.path());
+    let puller = Puller::new(Arc::clone(&store), PullConfig { max_concurrent_layers: 4, ..config(insecure) });
     (dir, store, puller)
 }
 
@@ -579,4 +591,133 @@ async fn progress_reports_growing_bytes_up_to_each_layer_total() {
     let again = events.lock().unwrap();
     assert_eq!(again.len(), record.layers.len());
     assert!(again.iter().all(|p| p.status == LayerStatus::Cached && p.done == p.total));
+}
+
+/// The progress events seen so far, shared with a progress callback.
+#[derive(Clone, Default)]
+struct Events(Arc<Mutex<Vec<PullProgress>>>);
+
+impl Events {
+    fn sink(&self) -> impl Fn(PullProgress) + Send + Sync + 'static {
+        let events = Arc::clone(&self.0);
+        move |p| events.lock().unwrap().push(p)
+    }
+
+    fn all(&self) -> Vec<PullProgress> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// Whether `layer` (a blob digest as written) reported `Done`.
+    fn done(&self, layer: &str) -> bool {
+        self.all().iter().any(|p| p.layer.to_string() == layer && p.status == LayerStatus::Done)
+    }
+}
+
+/// Waits until `condition` holds (at most 30 s).
+async fn until(what: &str, condition: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layers_of_one_pull_download_at_once_and_a_slow_one_holds_back_no_other() {
+    let f = fixtures();
+    let registry = registry_with(Auth::None, &[(&f.wide, "wide", "wide/image:1")]);
+    let proxy = CountingProxy::start(registry.addr()).unwrap();
+    let (_dir, store, puller) = concurrent_harness(&[proxy.addr()]);
+    let layers = blob_digests(&f.wide, "wide").split_off(1);
+    assert_eq!(layers.len(), 4);
+    // The lowest layer's blob does not come until the others are in the store.
+    proxy.hold(&layers[0]);
+    let events = Events::default();
+    let pull = {
+        let (puller, sink) = (puller.clone(), events.sink());
+        let written = format!("{}/wide/image:1", proxy.addr());
+        tokio::spawn(async move { puller.pull(&written, None, sink).await })
+    };
+    until("the other layers are done", || layers[1..].iter().all(|l| events.done(l))).await;
+    assert_eq!(proxy.blob_gets_of(&layers[0]), 1, "the held blob was asked for: {:?}", proxy.requests());
+    assert!(!events.done(&layers[0]));
+    proxy.release();
+    let record = pull.await.unwrap().unwrap();
+
+    // Committed in plan order, every layer in place, each reported from its first bytes to Done.
+    let manifest = f.wide.manifest("wide").unwrap();
+    let seen = events.all();
+    for (i, (layer, descriptor)) in
+        record.layers.iter().zip(manifest["layers"].as_array().unwrap()).enumerate()
+    {
+        assert_eq!(layer.blob_digest.to_string(), layers[i]);
+        let total = ByteSize(descriptor["size"].as_u64().unwrap());
+        let mine: Vec<&PullProgress> = seen.iter().filter(|p| p.layer == layer.blob_digest).collect();
+        let (last, before) = mine.split_last().unwrap();
+        assert_eq!((last.status, last.done, last.total), (LayerStatus::Done, total, total));
+        assert!(!before.is_empty() && before.iter().all(|p| p.status == LayerStatus::Downloading));
+        assert!(before.windows(2).all(|w| w[0].done <= w[1].done), "{mine:?}");
+        let file = store.layer_dirs(&record).unwrap()[i].join(format!("data/{i}.bin"));
+        assert_eq!(std::fs::read(&file).unwrap(), common::noise(1 << 20, i as u64));
+    }
+    for layer in &layers {
+        assert_eq!(proxy.blob_gets_of(layer), 1, "{layer}: {:?}", proxy.requests());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_layer_fails_the_pull_and_takes_back_the_layers_unpacked_beside_it() {
+    let f = fixtures();
+    let registry = registry_with(Auth::None, &[(&f.wide, "wide", "wide/bad:1")]);
+    let layers = blob_digests(&f.wide, "wide").split_off(1);
+    let data = registry.blob_data_path(layers[0].strip_prefix("sha256:").unwrap());
+    let mut corrupted = std::fs::read(&data).unwrap();
+    let last = corrupted.len() - 1;
+    corrupted[last] ^= 0xff;
+    std::fs::write(&data, corrupted).unwrap();
+    let proxy = CountingProxy::start(registry.addr()).unwrap();
+    let (_dir, store, puller) = concurrent_harness(&[proxy.addr()]);
+    proxy.hold(&layers[0]);
+    let events = Events::default();
+    let pull = {
+        let (puller, sink) = (puller.clone(), events.sink());
+        let written = format!("{}/wide/bad:1", proxy.addr());
+        tokio::spawn(async move { puller.pull(&written, None, sink).await })
+    };
+    // The three good layers are unpacked into the store while the corrupted one waits.
+    until("the good layers are done", || layers[1..].iter().all(|l| events.done(l))).await;
+    assert_eq!(store_contents(&store).0.len(), 6, "three layer dirs and their records");
+    proxy.release();
+    let err = pull.await.unwrap().unwrap_err();
+    assert!(
+        matches!(&err, PullError::Image(e) if matches!(**e, ImageError::DigestMismatch { what: DigestSubject::LayerBlob, .. })),
+        "{err:?}"
+    );
+    assert!(!events.done(&layers[0]));
+    assert_store_empty(&store);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layers_that_fit_alone_but_not_together_are_too_large_and_leave_nothing() {
+    let f = fixtures();
+    let registry = registry_with(Auth::None, &[(&f.wide, "wide", "wide/big:1")]);
+    let written = format!("{}/wide/big:1", registry.addr());
+    let total = {
+        let dir = tempfile::tempdir().unwrap();
+        let probe = new_store(dir.path());
+        probe.import_oci_layout(&f.wide.dir, None, &reference("probe")).unwrap().size
+    };
+    // Each layer is about a quarter of the total.
+    for limit in [ByteSize(total.bytes() / 2), ByteSize(total.bytes() - 1)] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = small_store(dir.path(), limit);
+        let err = puller(&store, &[registry.addr()]).pull(&written, None, quiet).await.unwrap_err();
+        assert!(matches!(err, PullError::TooLarge { limit: l } if l == limit), "{limit:?}: {err:?}");
+        assert_store_empty(&store);
+    }
+    // The exact size fits.
+    let dir = tempfile::tempdir().unwrap();
+    let store = small_store(dir.path(), total);
+    let record = puller(&store, &[registry.addr()]).pull(&written, None, quiet).await.unwrap();
+    assert_eq!(record.size, total);
 }

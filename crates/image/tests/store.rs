@@ -42,7 +42,7 @@ fn gzip_zstd_and_plain_blobs_unpack_to_the_same_layer_once() {
         let fresh_dir = tempfile::tempdir().unwrap();
         let fresh = common::store(fresh_dir.path());
         let blob = encode(&tar, media_type);
-        let mut session = fresh.begin_import().unwrap();
+        let session = fresh.begin_import().unwrap();
         let info =
             session.unpack_layer_blob(&blob[..], media_type, &Sha256Digest::of(&blob), &diff_id).unwrap();
         assert_eq!((info.media_type, info.blob_size), (media_type, ByteSize(blob.len() as u64)));
@@ -56,7 +56,7 @@ fn layer_dir_holds_only_the_layer_and_is_owned_by_sandbox_root() {
     let store = store(dir.path());
     let tar = small_layer("x");
     let blob = gzip(&tar);
-    let mut session = store.begin_import().unwrap();
+    let session = store.begin_import().unwrap();
     let info = session
         .unpack_layer_blob(
             &blob[..],
@@ -261,7 +261,7 @@ fn session_dropped_without_commit_removes_only_its_unused_layers() {
     let (a, b) = (small_layer("a"), small_layer("b"));
     let (ga, gb) = (gzip(&a), gzip(&b));
     let kept = import(&store, &[(&a, &ga, LayerMediaType::TarGzip)], "kept");
-    let mut session = store.begin_import().unwrap();
+    let session = store.begin_import().unwrap();
     session
         .unpack_layer_blob(&ga[..], LayerMediaType::TarGzip, &Sha256Digest::of(&ga), &Sha256Digest::of(&a))
         .unwrap();
@@ -287,7 +287,7 @@ fn existing_layers_count_towards_the_size_limit() {
     }
     let store =
         ImageStore::open(dir.path().join("store"), shift()).unwrap().with_max_image_size(ByteSize(100_000));
-    let mut session = store.begin_import().unwrap();
+    let session = store.begin_import().unwrap();
     let result = session.layer(&Sha256Digest::of(&tar));
     assert!(matches!(result, Err(ImageError::TooLarge { .. })), "{result:?}");
 }
@@ -307,7 +307,7 @@ fn concurrent_imports_of_one_image_unpack_each_layer_once() {
                 let layers: [(&[u8], &[u8], LayerMediaType); 2] =
                     [(&a, &ga, LayerMediaType::TarGzip), (&b, &zb, LayerMediaType::TarZstd)];
                 let plan = plan_for(&layers);
-                let mut session = store.begin_import().unwrap();
+                let session = store.begin_import().unwrap();
                 let infos: Vec<_> = layers
                     .iter()
                     .zip(plan.layers())
@@ -386,4 +386,90 @@ fn removing_references_and_images() {
     let again = import(&store, &[(&a, &ga, LayerMediaType::TarGzip)], "three");
     store.remove(&ImageSelector::Digest(again.manifest_digest)).unwrap();
     assert!(matches!(store.get(&"three".parse().unwrap()), Err(ImageError::NotFound { .. })));
+}
+
+/// A reader of `data` that stops after `pause_at` bytes until told to go on, and counts what it
+/// handed out.
+struct PausingReader<'a> {
+    data: &'a [u8],
+    read: Arc<std::sync::atomic::AtomicUsize>,
+    pause_at: usize,
+    paused: Option<(std::sync::mpsc::Sender<()>, std::sync::mpsc::Receiver<()>)>,
+}
+
+impl std::io::Read for PausingReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::sync::atomic::Ordering;
+        let at = self.read.load(Ordering::SeqCst);
+        if at >= self.pause_at
+            && let Some((reached, go_on)) = self.paused.take()
+        {
+            reached.send(()).unwrap();
+            go_on.recv().unwrap();
+        }
+        let end = if at < self.pause_at { self.pause_at } else { self.data.len() };
+        let n = buf.len().min(end - at).min(64 << 10);
+        buf[..n].copy_from_slice(&self.data[at..at + n]);
+        self.read.fetch_add(n, Ordering::SeqCst);
+        Ok(n)
+    }
+}
+
+#[test]
+fn layers_unpacked_at_once_share_the_size_limit_while_they_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = layer_tar(&[RawEntry::file(b"a", &common::noise(2 << 20, 1))]);
+    // Files small enough to pass the check of each header: b is stopped while it streams.
+    let b_files: Vec<RawEntry> = (0..4u8)
+        .map(|i| RawEntry::file(&[b'b', b'0' + i], &common::noise(512 << 10, u64::from(i) + 2)))
+        .collect();
+    let b = layer_tar(&b_files);
+    let limit = 3 << 20;
+    let store =
+        ImageStore::open(dir.path().join("store"), shift()).unwrap().with_max_image_size(ByteSize(limit));
+    let session = store.begin_import().unwrap();
+    let (a_read, b_read) = (Arc::default(), Arc::<std::sync::atomic::AtomicUsize>::default());
+    let (reached_tx, reached) = std::sync::mpsc::channel();
+    let (go_on, go_on_rx) = std::sync::mpsc::channel();
+    let (a_result, b_result) = std::thread::scope(|scope| {
+        let a_thread = scope.spawn(|| {
+            let reader = PausingReader {
+                data: &a,
+                read: Arc::clone(&a_read),
+                pause_at: 3 << 19,
+                paused: Some((reached_tx, go_on_rx)),
+            };
+            session.unpack_layer_blob(
+                reader,
+                LayerMediaType::Tar,
+                &Sha256Digest::of(&a),
+                &Sha256Digest::of(&a),
+            )
+        });
+        // Layer a is in flight with 1.5 MiB read; layer b alone would fit (2 MiB < 3 MiB).
+        reached.recv().unwrap();
+        let reader =
+            PausingReader { data: &b, read: Arc::clone(&b_read), pause_at: usize::MAX, paused: None };
+        let b_result = session.unpack_layer_blob(
+            reader,
+            LayerMediaType::Tar,
+            &Sha256Digest::of(&b),
+            &Sha256Digest::of(&b),
+        );
+        go_on.send(()).unwrap();
+        (a_thread.join().unwrap(), b_result)
+    });
+    // b stopped once both together passed the limit, long before its end ...
+    assert!(
+        matches!(b_result, Err(ImageError::TooLarge { limit: l }) if l == ByteSize(limit)),
+        "{b_result:?}"
+    );
+    let b_read = b_read.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(b_read < (3 << 19) + (256 << 10), "b read {b_read} bytes");
+    // ... and gave its bytes back: a, which fits alone, completes.
+    let info = a_result.unwrap();
+    assert_eq!(info.size, ByteSize(a.len() as u64));
+    assert!(store.layer(&Sha256Digest::of(&b)).unwrap().is_none());
+    drop(session);
+    assert_nothing_kept(&store);
 }

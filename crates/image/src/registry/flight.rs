@@ -9,7 +9,8 @@
 //!  the task: run the pull ─► remove the entry ─► publish the outcome (shared by every caller)
 //!
 //!  layer download ─► layers[diff_id] gate (async mutex) held while downloading and unpacking;
-//!                    a second puller waits on it, then finds the layer in the store
+//!                    a second puller waits on it (or gives up when its pull fails), then finds
+//!                    the layer in the store
 //! ```
 
 use std::collections::HashMap;
@@ -85,7 +86,14 @@ impl ImageFlights {
 /// Layer downloads in progress, by diff_id.
 #[derive(Debug, Default)]
 pub(crate) struct LayerFlights {
-    map: Mutex<HashMap<Sha256Digest, Arc<tokio::sync::Mutex<()>>>>,
+    map: Mutex<HashMap<Sha256Digest, LayerGate>>,
+}
+
+/// The gate of one layer and how many tickets (held or waiting) use it.
+#[derive(Debug)]
+struct LayerGate {
+    lock: Arc<tokio::sync::Mutex<()>>,
+    users: usize,
 }
 
 /// The right to download one layer; others wait until it is dropped.
@@ -97,14 +105,19 @@ pub(crate) struct LayerTicket {
 }
 
 impl LayerFlights {
-    /// Waits until no other pull of this process downloads `diff_id`, then holds it.
+    /// Waits until no other pull of this process downloads `diff_id`, then holds it. Dropping
+    /// the future while it waits is fine (a cancelled pull stops waiting).
     pub(crate) async fn enter(self: &Arc<Self>, diff_id: Sha256Digest) -> LayerTicket {
-        let gate = {
+        let lock = {
             let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
-            Arc::clone(map.entry(diff_id).or_default())
+            let gate = map.entry(diff_id).or_insert_with(|| LayerGate { lock: Arc::default(), users: 0 });
+            gate.users += 1;
+            Arc::clone(&gate.lock)
         };
-        let guard = gate.lock_owned().await;
-        LayerTicket { flights: Arc::clone(self), diff_id, guard: Some(guard) }
+        // Made before waiting, so that a dropped wait still counts itself out.
+        let mut ticket = LayerTicket { flights: Arc::clone(self), diff_id, guard: None };
+        ticket.guard = Some(lock.lock_owned().await);
+        ticket
     }
 
     /// How many layers have a gate (held or waited for).
@@ -118,9 +131,11 @@ impl Drop for LayerTicket {
     fn drop(&mut self) {
         drop(self.guard.take());
         let mut map = self.flights.map.lock().unwrap_or_else(PoisonError::into_inner);
-        // Clones are made under this lock: a count of one (the map's) means nobody waits.
-        if map.get(&self.diff_id).is_some_and(|gate| Arc::strong_count(gate) == 1) {
-            map.remove(&self.diff_id);
+        if let Some(gate) = map.get_mut(&self.diff_id) {
+            gate.users = gate.users.saturating_sub(1);
+            if gate.users == 0 {
+                map.remove(&self.diff_id);
+            }
         }
     }
 }
@@ -144,6 +159,21 @@ mod tests {
         let second = waiter.await.unwrap();
         assert_eq!(flights.len(), 1);
         drop(second);
+        assert_eq!(flights.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_wait_given_up_leaves_no_gate_behind() {
+        let flights = Arc::new(LayerFlights::default());
+        let d = Sha256Digest::of(b"layer");
+        let first = flights.enter(d).await;
+        let gave_up = tokio::time::timeout(std::time::Duration::from_millis(20), flights.enter(d)).await;
+        assert!(gave_up.is_err(), "the second download did not wait");
+        assert_eq!(flights.len(), 1);
+        drop(first);
+        assert_eq!(flights.len(), 0);
+        let again = flights.enter(d).await;
+        drop(again);
         assert_eq!(flights.len(), 0);
     }
 }

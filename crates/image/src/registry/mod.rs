@@ -8,12 +8,16 @@
 //!   └─ pull task:
 //!       authenticate ─► manifest ─► (index? → entry for linux/<host arch>) ─► config ─► ImagePlan
 //!       (GET /v2/, token)  (digest and size checked at every step)                   │
-//!       layers, lowest first, on a blocking thread, one ImportSession:               ▼
-//!         in the store? ─► Cached                                                    │
+//!       layers, lowest first, up to max_concurrent_layers at once                    ▼
+//!       (one blocking thread each, one shared ImportSession), per layer:
+//!         in the store? ─► Cached
 //!         else wait for any other download of that diff_id in this process, look again
 //!         else stream the blob into unpack_layer_blob (blob digest + diff_id verified,
-//!              gzip/zstd/tar, foreign layers refused, max image size enforced)
-//!       commit under the reference as written, source Registry { registry, repository, anonymous }
+//!              gzip/zstd/tar, foreign layers refused; max image size enforced across the
+//!              layers in flight) ─► Done; a connection lost mid-blob starts that blob again
+//!       first layer failure: the other layers stop at their next read or wait and are joined
+//!       commit in plan order under the reference as written,
+//!       source Registry { registry, repository, anonymous }
 //!   failure at any step: nothing committed, layers this pull unpacked are rolled back
 //! ```
 //!
@@ -78,6 +82,10 @@ pub struct PullConfig {
     pub connect_timeout: Duration,
     /// Time allowed between two reads of a response.
     pub read_timeout: Duration,
+    /// Layers of one pull downloaded and unpacked at once (default 3; 0 counts as 1). Each takes
+    /// a thread, a connection and decompressor memory; more than the CPUs can keep busy with
+    /// decompression and hashing gains nothing.
+    pub max_concurrent_layers: usize,
 }
 
 impl Default for PullConfig {
@@ -89,6 +97,7 @@ impl Default for PullConfig {
             max_backoff: Duration::from_secs(8),
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(60),
+            max_concurrent_layers: crate::concurrent::DEFAULT_CONCURRENT_LAYERS,
         }
     }
 }
@@ -206,6 +215,7 @@ impl Puller {
                 written: target.written,
                 anonymous: auth.is_none(),
                 events: flight.events.clone(),
+                max_concurrent_layers: self.inner.config.max_concurrent_layers.max(1),
             };
             let inner = Arc::clone(&self.inner);
             let task_flight = Arc::clone(&flight);

@@ -1,19 +1,23 @@
-//! One pull: manifest and config over the network, then the layers streamed into an
-//! [`ImportSession`] on a blocking thread, one at a time, with bounded memory.
+//! One pull: manifest and config over the network, then the layers streamed into one
+//! [`ImportSession`] on blocking threads, a few at once ([`super::PullConfig::max_concurrent_layers`]),
+//! each with bounded memory.
 
-use std::io::Read;
+use std::io::{self, Read};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use sandpit_types::ByteSize;
 use tokio::runtime::Handle;
 use tokio::sync::broadcast;
 use tokio_util::io::{StreamReader, SyncIoBridge};
+use tokio_util::sync::CancellationToken;
 
 use super::error::{NetworkCause, PullError};
 use super::flight::LayerFlights;
 use super::remote::Remote;
 use super::{LayerStatus, PullProgress};
+use crate::concurrent::{self, LayerReader, Slots};
 use crate::document;
 use crate::error::ImageError;
 use crate::plan::{ImagePlan, PlannedLayer};
@@ -33,6 +37,8 @@ pub(crate) struct PullJob {
     pub(crate) written: ImageReference,
     pub(crate) anonymous: bool,
     pub(crate) events: broadcast::Sender<PullProgress>,
+    /// Layers downloaded and unpacked at once, at least one.
+    pub(crate) max_concurrent_layers: usize,
 }
 
 /// Runs a pull to its end: authenticate, manifest (through an index), config, plan, layers,
@@ -66,31 +72,49 @@ pub(crate) async fn run(job: PullJob) -> Result<ImageRecord, PullError> {
         .map_err(|_| PullError::Internal { what: "the pull's import task stopped" })?
 }
 
-/// The blocking half: one import session for the whole image.
+/// The blocking half: one import session for the whole image, its layers fetched a few at once.
+/// The first failure stops the others (each at its next read or wait); the session, dropped
+/// with every layer thread joined, rolls back the layers this pull unpacked.
 fn import(
     job: &PullJob,
     handle: &Handle,
     plan: &ImagePlan,
     source: ImageSource,
 ) -> Result<ImageRecord, PullError> {
-    let mut session = job.store.begin_import()?;
-    for layer in plan.layers() {
-        if present(&mut session, layer, job)? {
-            continue;
-        }
-        // Another pull of this process may be fetching the same layer: wait for it, then look
-        // again (a failed download leaves the layer missing, and this pull fetches it).
-        let _ticket = handle.block_on(job.layers.enter(layer.diff_id));
-        if present(&mut session, layer, job)? {
-            continue;
-        }
-        download(&mut session, handle, job, layer)?;
-    }
+    let session = job.store.begin_import()?;
+    let cancel = CancellationToken::new();
+    // Twice as many threads as streams: a layer being synced, or waiting for another pull's
+    // download of it, leaves its stream to the next layer.
+    let streams = Slots::new(job.max_concurrent_layers);
+    concurrent::for_each(plan.layers(), job.max_concurrent_layers.saturating_mul(2), &cancel, |layer| {
+        fetch_layer(&session, handle, job, layer, &streams, &cancel)
+    })?;
     Ok(session.commit_from(plan, Some(&job.written), source)?)
 }
 
+/// Brings one layer into the store unless it is there.
+fn fetch_layer(
+    session: &ImportSession<'_>,
+    handle: &Handle,
+    job: &PullJob,
+    layer: &PlannedLayer,
+    streams: &Slots,
+    cancel: &CancellationToken,
+) -> Result<(), PullError> {
+    if present(session, layer, job)? {
+        return Ok(());
+    }
+    // Another pull of this process may be fetching the same layer: wait for it, then look
+    // again (a failed download leaves the layer missing, and this pull fetches it).
+    let _ticket = until_cancelled(handle, cancel, job.layers.enter(layer.diff_id)).ok_or_else(stopped)?;
+    if present(session, layer, job)? {
+        return Ok(());
+    }
+    download(session, handle, job, layer, streams, cancel)
+}
+
 /// Whether the store has the layer (then reported as cached).
-fn present(session: &mut ImportSession<'_>, layer: &PlannedLayer, job: &PullJob) -> Result<bool, PullError> {
+fn present(session: &ImportSession<'_>, layer: &PlannedLayer, job: &PullJob) -> Result<bool, PullError> {
     match session.layer(&layer.diff_id)? {
         Some(_) => {
             let _ = job.events.send(PullProgress {
@@ -107,19 +131,32 @@ fn present(session: &mut ImportSession<'_>, layer: &PlannedLayer, job: &PullJob)
 
 /// Streams one layer blob into the session; a connection lost mid-blob starts it again.
 fn download(
-    session: &mut ImportSession<'_>,
+    session: &ImportSession<'_>,
     handle: &Handle,
     job: &PullJob,
     layer: &PlannedLayer,
+    streams: &Slots,
+    cancel: &CancellationToken,
 ) -> Result<(), PullError> {
     let policy = job.remote.retry_policy();
     let mut attempt = 1;
     loop {
-        let stream = handle.block_on(job.remote.blob(&layer.blob_digest))?;
+        // Held by the reader until the blob is read (not while the layer syncs).
+        let stream_slot = streams.acquire(cancel).ok_or_else(stopped)?;
+        let stream = until_cancelled(handle, cancel, job.remote.blob(&layer.blob_digest, layer.blob_size))
+            .ok_or_else(stopped)??;
+        // A cancelled pull ends the stream: a read waiting for bytes returns at once.
+        let stream = stream.take_until(Box::pin(cancel.clone().cancelled_owned()));
         let bridge = SyncIoBridge::new_with_handle(StreamReader::new(stream), handle.clone());
         // One byte more than declared: a longer blob then fails its digest check.
-        let reader = Progress::new(bridge.take(layer.blob_size.saturating_add(1)), layer, &job.events);
-        match session.unpack_layer_blob(reader, layer.media_type, &layer.blob_digest, &layer.diff_id) {
+        let bounded = LayerReader::new(bridge.take(layer.blob_size.saturating_add(1)), cancel, stream_slot);
+        let reader = Progress::new(bounded, layer, &job.events);
+        let result = session.unpack_layer_blob(reader, layer.media_type, &layer.blob_digest, &layer.diff_id);
+        if cancel.is_cancelled() {
+            // Whatever this layer came to, another one failed first: that error is the pull's.
+            return Err(stopped());
+        }
+        match result {
             Ok(_) => {
                 let _ = job.events.send(PullProgress {
                     layer: layer.blob_digest,
@@ -131,7 +168,8 @@ fn download(
             }
             Err(ImageError::BlobRead { .. }) if attempt < policy.max_attempts => {
                 tracing::debug!(layer = %layer.blob_digest, attempt, "layer download broke off; starting again");
-                std::thread::sleep(policy.delay(attempt));
+                until_cancelled(handle, cancel, tokio::time::sleep(policy.delay(attempt)))
+                    .ok_or_else(stopped)?;
                 attempt += 1;
             }
             Err(ImageError::BlobRead { .. }) => {
@@ -140,6 +178,23 @@ fn download(
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// Runs `future` on the runtime from a blocking thread, unless the pull is cancelled first
+/// (then `None`).
+fn until_cancelled<F: Future>(handle: &Handle, cancel: &CancellationToken, future: F) -> Option<F::Output> {
+    handle.block_on(async {
+        tokio::select! {
+            output = future => Some(output),
+            () = cancel.cancelled() => None,
+        }
+    })
+}
+
+/// What a layer returns when the pull stopped because another layer failed (never the pull's
+/// outcome: the first failure is).
+fn stopped() -> PullError {
+    PullError::Internal { what: "the layer stopped after another layer of the pull failed" }
 }
 
 /// Counts the bytes of a layer blob as they are read and reports them, at most every
@@ -180,7 +235,7 @@ impl<'e, R> Progress<'e, R> {
 }
 
 impl<R: Read> Read for Progress<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.done = self.done.saturating_add(n as u64);
         if n > 0

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use oci_client::client::{ClientConfig, ClientProtocol, linux_amd64_resolver};
+use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol, linux_amd64_resolver};
 use oci_client::errors::{DigestError, OciDistributionError};
 use oci_client::secrets::RegistryAuth;
 use oci_client::token_cache::{RegistryToken, RegistryTokenType};
@@ -371,7 +371,7 @@ impl Remote {
         document::check_size_limit(size, DigestSubject::Config)?;
         let mut attempt = 1;
         loop {
-            let mut stream = self.blob(digest).await?;
+            let mut stream = self.blob(digest, size).await?;
             let mut bytes = Vec::new();
             let mut broken = false;
             while let Some(chunk) = stream.next().await {
@@ -397,17 +397,26 @@ impl Remote {
         }
     }
 
-    /// Starts downloading a blob. The stream ends early instead of failing when `oci-client`'s
-    /// own digest check fails at the end: the store checks the digest too and reports the
-    /// mismatch as such.
-    pub(crate) async fn blob(&self, digest: &Sha256Digest) -> Result<BlobStream, PullError> {
+    /// Starts downloading a blob of `size` bytes (as its descriptor says). Every caller checks
+    /// the blob's digest itself, so the whole blob is asked for as a range (`bytes=0-`): a
+    /// registry that honours ranges answers 206, which `oci-client` passes through without hashing
+    /// it a second time; one that does not answers 200, which `oci-client` hashes too. Then the
+    /// stream ends early instead of failing when that check fails at the end: the caller reports
+    /// the mismatch as such. An empty blob is asked for plainly (no range fits it).
+    pub(crate) async fn blob(&self, digest: &Sha256Digest, size: u64) -> Result<BlobStream, PullError> {
         let digest = digest.to_string();
         let sized = self
             .retrying(|| async {
-                self.client
-                    .pull_blob_stream(&self.reference, digest.as_str())
-                    .await
-                    .map_err(|e| self.oci_failure("fetch blob", &e))
+                let response = if size == 0 {
+                    self.client.pull_blob_stream(&self.reference, digest.as_str()).await
+                } else {
+                    self.client.pull_blob_stream_partial(&self.reference, digest.as_str(), 0, None).await.map(
+                        |response| match response {
+                            BlobResponse::Full(stream) | BlobResponse::Partial(stream) => stream,
+                        },
+                    )
+                };
+                response.map_err(|e| self.oci_failure("fetch blob", &e))
             })
             .await?;
         let stream = sized.stream.take_while(|chunk| {

@@ -45,7 +45,7 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -58,6 +58,10 @@ use super::{OciLayout, TestkitError, run};
 
 /// How long a registry or server may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The longest a [`CountingProxy`] holds a request back (a test that never releases it fails
+/// slowly instead of hanging).
+const HOLD_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How a test registry authenticates pulls and pushes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -273,6 +277,9 @@ struct ProxyState {
     stop: AtomicBool,
     /// Requests still to answer with a status of the proxy's own instead of forwarding them.
     failures: Mutex<(usize, u16)>,
+    /// Requests whose path ends with this are held back until released.
+    hold: Mutex<Option<String>>,
+    released: Condvar,
 }
 
 /// A TCP proxy on loopback that forwards to a registry and records every HTTP request it
@@ -341,6 +348,19 @@ impl CountingProxy {
         *lock(&self.state.failures) = (count, status);
     }
 
+    /// Holds back every request whose path ends with `suffix` (a blob digest, say) until
+    /// [`Self::release`]: it is recorded at once but forwarded only then (or after a minute).
+    /// Other requests pass meanwhile.
+    pub fn hold(&self, suffix: &str) {
+        *lock(&self.state.hold) = Some(suffix.to_owned());
+    }
+
+    /// Forwards the requests held back, and holds no more.
+    pub fn release(&self) {
+        *lock(&self.state.hold) = None;
+        self.state.released.notify_all();
+    }
+
     /// Forgets the requests and connections counted so far.
     pub fn reset(&self) {
         lock(&self.state.requests).clear();
@@ -350,6 +370,7 @@ impl CountingProxy {
 
 impl Drop for CountingProxy {
     fn drop(&mut self) {
+        self.release();
         self.state.stop.store(true, Ordering::SeqCst);
         let _ = TcpStream::connect(&self.addr);
         for stream in lock(&self.state.live).drain(..) {
@@ -435,6 +456,7 @@ fn forward_requests(client: TcpStream, mut upstream: TcpStream, state: &ProxySta
                 failures.1
             })
         };
+        wait_while_held(state, &request_line);
         if let Some(status) = injected {
             let mut body = (&mut reader).take(content_length);
             let _ = std::io::copy(&mut body, &mut std::io::sink());
@@ -457,6 +479,20 @@ fn forward_requests(client: TcpStream, mut upstream: TcpStream, state: &ProxySta
                 return;
             }
         }
+    }
+}
+
+/// Waits while the proxy holds back requests like this one (`METHOD path HTTP/1.1`).
+fn wait_while_held(state: &ProxyState, request_line: &str) {
+    let path = request_line.split_whitespace().nth(1).unwrap_or_default();
+    let deadline = Instant::now() + HOLD_TIMEOUT;
+    let mut hold = lock(&state.hold);
+    while hold.as_deref().is_some_and(|suffix| path.ends_with(suffix)) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        hold = state.released.wait_timeout(hold, left).unwrap_or_else(PoisonError::into_inner).0;
     }
 }
 

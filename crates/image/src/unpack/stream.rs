@@ -6,7 +6,7 @@ use std::os::fd::BorrowedFd;
 use flate2::read::MultiGzDecoder;
 
 use super::{UnpackOptions, UnpackReport, unpack_tar_at};
-use crate::digest::{DigestReader, Sha256Digest};
+use crate::digest::{Charge, DigestReader, Sha256Digest};
 use crate::error::{DigestSubject, ImageError};
 use crate::media::LayerMediaType;
 
@@ -27,7 +27,10 @@ pub(crate) struct BlobUnpack {
 /// of both streams is read too so that the digests cover every byte. When unpacking fails for a
 /// reason that corrupt content could explain, the rest of the blob is still hashed: a blob that
 /// does not match its digest is reported as [`ImageError::DigestMismatch`], the root cause.
-/// `options.max_bytes` bounds the uncompressed tar stream as well as the file content.
+/// `options.max_bytes` bounds the uncompressed tar stream as well as the file content, and every
+/// byte of the uncompressed stream is taken from `charge`'s budget as it is read (a read past it
+/// fails with [`ImageError::TooLarge`]), so that layers unpacked at once share one limit. The
+/// caller keeps or drops the charge.
 pub(crate) fn unpack_blob<R: Read>(
     reader: R,
     media_type: LayerMediaType,
@@ -35,6 +38,7 @@ pub(crate) fn unpack_blob<R: Read>(
     expected_diff_id: &Sha256Digest,
     root: BorrowedFd<'_>,
     options: &UnpackOptions,
+    charge: &Charge<'_>,
 ) -> Result<BlobUnpack, ImageError> {
     let mut blob = DigestReader::new(reader);
     let (result, diff) = {
@@ -46,7 +50,7 @@ pub(crate) fn unpack_blob<R: Read>(
                 Err(source) => return Err(ImageError::Decompress { compression: media_type, source }),
             },
         };
-        let mut tar_stream = DigestReader::with_limit(decoder, options.max_bytes.bytes());
+        let mut tar_stream = DigestReader::with_limit(decoder, options.max_bytes.bytes()).charging(charge);
         let result = unpack_tar_at(&mut tar_stream, root, options).and_then(|report| {
             // Trailing zero blocks and padding belong to the diff_id too.
             io::copy(&mut tar_stream, &mut io::sink()).map_err(|source| ImageError::InvalidTar { source })?;

@@ -8,6 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use oci_spec::image::{ImageConfiguration, ImageManifest};
+use sandpit_image::testkit::OciLayout;
 use sandpit_image::testkit::craft::{RawEntry, gzip, layer_tar, zstd};
 use sandpit_image::{IdShift, ImagePlan, ImageReference, ImageStore, LayerMediaType, Sha256Digest};
 
@@ -174,7 +175,7 @@ pub fn import(
     reference: &str,
 ) -> sandpit_image::ImageRecord {
     let plan = plan_for(layers);
-    let mut session = store.begin_import().unwrap();
+    let session = store.begin_import().unwrap();
     for ((_, blob, _), layer) in layers.iter().zip(plan.layers()) {
         session.unpack_layer_blob(*blob, layer.media_type, &layer.blob_digest, &layer.diff_id).unwrap();
     }
@@ -191,4 +192,36 @@ pub fn remove_fixtures_of_finished_runs(tmp: &Path, prefix: &str) {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
+}
+
+/// Bytes that gzip cannot shrink (xorshift64*), the same for the same seed.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        out.extend_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// An image of `layers` layers in a new layout `work/layout`, tagged `tag`: layer `i` holds one
+/// file `data/<i>.bin` of `layer_bytes` incompressible bytes (so each blob is about that size).
+pub fn build_wide_image(work: &Path, tag: &str, layers: usize, layer_bytes: usize) -> OciLayout {
+    let layout = OciLayout::init(&work.join("layout")).unwrap();
+    layout.new_image(tag).unwrap();
+    for i in 0..layers {
+        let name = format!("data/{i}.bin");
+        let tar = layer_tar(&[
+            RawEntry::dir(b"data/"),
+            RawEntry::file(name.as_bytes(), &noise(layer_bytes, i as u64)),
+        ]);
+        let path = work.join(format!("layer-{i}.tar"));
+        std::fs::write(&path, tar).unwrap();
+        layout.add_raw_layer(tag, &path).unwrap();
+    }
+    layout
 }
