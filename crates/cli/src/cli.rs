@@ -56,6 +56,27 @@ pub enum Command {
     Cp(CpArgs),
     /// List the projects the key can see.
     Projects,
+    /// Show who the key belongs to: user, role, KYC status, projects.
+    Whoami,
+    /// Users (administrators): list, create.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Projects and their members.
+    #[command(subcommand)]
+    Project(ProjectCommand),
+    /// API keys: list, create (shown once), revoke.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Identity verification (KYC): status, start; administrators set it.
+    #[command(subcommand)]
+    Kyc(KycCommand),
+    /// A project's wallet: balance, ledger, credit (administrators), low-balance threshold.
+    #[command(subcommand)]
+    Wallet(WalletCommand),
+    /// What a sandbox of a size costs per hour, running and paused.
+    Estimate(EstimateArgs),
+    /// Spending in a time range by resource, sandbox, project and day (or every charge as CSV).
+    Usage(UsageArgs),
     /// List the server's GPU types with what is free: whole GPUs and 25/50/75 % shares.
     Gpus,
     /// Images: the curated catalog and the server's store (list, pull, remove, prune, build).
@@ -304,6 +325,206 @@ pub struct CpArgs {
     /// Destination: a local file or directory, `-` for standard output, or `ID:/path`.
     #[arg(value_name = "DST")]
     pub dst: String,
+}
+
+/// `sandpit user …`.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// List every user.
+    #[command(visible_alias = "list")]
+    Ls,
+    /// Create a user and print their first API key (shown only once).
+    Create(UserCreateArgs),
+}
+
+/// `sandpit user create`.
+#[derive(Debug, Args)]
+pub struct UserCreateArgs {
+    /// Unique name (lowercase letters, digits, `-`).
+    pub name: String,
+    /// Make the user an administrator.
+    #[arg(long)]
+    pub admin: bool,
+}
+
+/// `sandpit project …`.
+#[derive(Debug, Subcommand)]
+pub enum ProjectCommand {
+    /// List the projects the key can see, with the caller's role.
+    #[command(visible_alias = "list")]
+    Ls,
+    /// Create a project (the caller becomes its owner; its wallet starts empty).
+    Create(NameArg),
+    /// List a project's members.
+    Members(NameArg),
+    /// Add a member to a project, or change their role (owners and administrators).
+    AddMember(MemberArgs),
+    /// Remove a member from a project (owners and administrators; anyone may leave).
+    RemoveMember(MemberArgs),
+}
+
+/// A name.
+#[derive(Debug, Args)]
+pub struct NameArg {
+    /// The name.
+    pub name: String,
+}
+
+/// `sandpit project add-member / remove-member`.
+#[derive(Debug, Args)]
+pub struct MemberArgs {
+    /// The project.
+    pub project: String,
+    /// The user.
+    pub user: String,
+    /// Make them an owner (default: member).
+    #[arg(long)]
+    pub owner: bool,
+}
+
+/// `sandpit key …`.
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// List the caller's keys (revoked ones too), newest first.
+    #[command(visible_alias = "list")]
+    Ls(KeyLsArgs),
+    /// Create an API key and print it (shown only once).
+    Create(KeyCreateArgs),
+    /// Revoke a key by its id (see `sandpit key ls`).
+    Revoke(KeyIdArg),
+}
+
+/// `sandpit key ls`.
+#[derive(Debug, Args)]
+pub struct KeyLsArgs {
+    /// Every user's keys (administrators).
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// `sandpit key create`.
+#[derive(Debug, Args)]
+pub struct KeyCreateArgs {
+    /// A label for the key.
+    pub name: String,
+    /// Restrict the key to this project.
+    #[arg(long)]
+    pub project: Option<String>,
+    /// Create it for this user (administrators).
+    #[arg(long)]
+    pub user: Option<String>,
+}
+
+/// `sandpit key revoke`.
+#[derive(Debug, Args)]
+pub struct KeyIdArg {
+    /// The key's id.
+    pub id: i64,
+}
+
+/// `sandpit kyc …`.
+#[derive(Debug, Subcommand)]
+pub enum KycCommand {
+    /// The caller's verification status.
+    Status,
+    /// Start verification: the status becomes `pending`, with a reference and where to complete it.
+    Start,
+    /// Set a user's status: unverified, pending, verified, rejected (administrators).
+    Set(KycSetArgs),
+}
+
+/// `sandpit kyc set`.
+#[derive(Debug, Args)]
+pub struct KycSetArgs {
+    /// The user.
+    pub user: String,
+    /// `unverified`, `pending`, `verified` or `rejected`.
+    pub status: String,
+}
+
+/// `sandpit wallet …`.
+#[derive(Debug, Subcommand)]
+pub enum WalletCommand {
+    /// Balance, low-balance threshold and what running sandboxes burn per hour.
+    Show(ProjectOpt),
+    /// Credits and charges, oldest first.
+    Ledger(LedgerArgs),
+    /// Add money to a project's wallet (administrators).
+    Credit(CreditArgs),
+    /// Set the balance under which the wallet reads as low (owners and administrators).
+    SetLow(SetLowArgs),
+}
+
+/// An optional project.
+#[derive(Debug, Args)]
+pub struct ProjectOpt {
+    /// The project [default: the caller's only project].
+    pub project: Option<String>,
+}
+
+/// `sandpit wallet ledger`.
+#[derive(Debug, Args)]
+pub struct LedgerArgs {
+    /// The project [default: the caller's only project].
+    pub project: Option<String>,
+    /// Only lines after this id (the last id of the previous page).
+    #[arg(long)]
+    pub after: Option<i64>,
+    /// At most this many lines (at most 1000).
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+}
+
+/// `sandpit wallet credit`.
+#[derive(Debug, Args)]
+pub struct CreditArgs {
+    /// The project.
+    pub project: String,
+    /// The amount, a decimal in the server's currency (`50`, `12.5`).
+    pub amount: String,
+    /// A note kept in the ledger.
+    #[arg(long)]
+    pub note: Option<String>,
+}
+
+/// `sandpit wallet set-low`.
+#[derive(Debug, Args)]
+pub struct SetLowArgs {
+    /// The project.
+    pub project: String,
+    /// The threshold, a decimal in the server's currency.
+    pub amount: String,
+}
+
+/// `sandpit estimate`.
+#[derive(Debug, Args)]
+pub struct EstimateArgs {
+    /// CPU: `1`, `0.5`, `500m` [default: the server's default].
+    #[arg(long, value_parser = parse::cpu)]
+    pub cpu: Option<MilliCpu>,
+    /// Memory: `2Gi`, `512Mi` [default: the server's default].
+    #[arg(long, value_parser = parse::memory)]
+    pub memory: Option<ByteSize>,
+    /// GPU: `TYPE[:COUNT][@FRACTION%]`, e.g. `H100`, `A100:2`, `H100@50%`.
+    #[arg(long, value_parser = parse::gpu, value_name = "GPU")]
+    pub gpu: Option<GpuRequest>,
+}
+
+/// `sandpit usage`.
+#[derive(Debug, Args)]
+pub struct UsageArgs {
+    /// Start: a date (`2026-11-01`) or an RFC 3339 time [default: 30 days ago].
+    #[arg(long)]
+    pub from: Option<String>,
+    /// End (exclusive): a date or an RFC 3339 time [default: now].
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Only this project.
+    #[arg(long)]
+    pub project: Option<String>,
+    /// Every charge line as CSV on stdout.
+    #[arg(long)]
+    pub csv: bool,
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! `sandpit`: the server (`sandpit serve`) and the client verbs in one binary.
 
+mod accounts;
 mod cli;
 mod cp;
 mod exec;
@@ -111,6 +112,14 @@ async fn dispatch(client: &Client, cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Cp(a) => cp::cp(client, a, json).await,
         Command::Projects => sandbox::projects(client, json).await,
         Command::Gpus => sandbox::gpus(client, json).await,
+        Command::Whoami => accounts::whoami(client, json).await,
+        Command::User(c) => accounts::user(client, c, json).await,
+        Command::Project(c) => accounts::project(client, c, json).await,
+        Command::Key(c) => accounts::key(client, c, json).await,
+        Command::Kyc(c) => accounts::kyc(client, c, json).await,
+        Command::Wallet(c) => accounts::wallet(client, c, json).await,
+        Command::Estimate(a) => accounts::estimate(client, a, json).await,
+        Command::Usage(a) => accounts::usage(client, a, json).await,
         Command::Image(c) => image::run(client, c, json).await,
     }
 }

@@ -7,6 +7,11 @@ use futures::stream::BoxStream;
 use futures::{StreamExt, TryStream, TryStreamExt};
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use reqwest::{Method, RequestBuilder, Response, Url};
+use sandpit_types::accounts::{
+    CreateKey, CreateProject, CreateUser, CreatedKey, CreatedUser, CreditWallet, EstimateRequest,
+    EstimateView, KeyView, KycView, LedgerLineView, MeView, MemberView, SetKyc, SetMember, UpdateWallet,
+    UsageQuery, UsageView, UserView, WalletView,
+};
 use sandpit_types::api::{
     CreateSandbox, ExecRequest, ExecResult, ExecStreamEvent, FileEntryView, GpuTypeView, Health, ImagesView,
     LogEntry, LogsPage, MakeDir, MovePath, Page, ProjectView, PruneReport, PullEvent, PullImage,
@@ -63,6 +68,40 @@ impl ListFilter {
         }
         q
     }
+}
+
+/// Paging of `GET /v1/projects/{project}/wallet/ledger`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LedgerPage {
+    /// Only lines with an id above this (the last id of the previous page).
+    pub after_id: Option<i64>,
+    /// Page size (the server's default, 100, when absent; at most 1000).
+    pub limit: Option<u32>,
+}
+
+impl LedgerPage {
+    fn query(&self) -> Vec<(&'static str, String)> {
+        let mut q = Vec::new();
+        if let Some(a) = self.after_id {
+            q.push(("after_id", a.to_string()));
+        }
+        if let Some(l) = self.limit {
+            q.push(("limit", l.to_string()));
+        }
+        q
+    }
+}
+
+/// The query of `GET /v1/billing/usage` in `format` (`json` or `csv`), whatever `q.format` says.
+fn usage_query(q: &UsageQuery, format: &'static str) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    for (k, v) in [("from", &q.from), ("to", &q.to), ("project", &q.project)] {
+        if let Some(v) = v {
+            out.push((k, v.clone()));
+        }
+    }
+    out.push(("format", format.to_string()));
+    out
 }
 
 /// A typed client of one sandpit server, authenticated with one API key. Cheap to clone.
@@ -158,6 +197,143 @@ impl Client {
     /// `GET /v1/projects`: the projects the key can see.
     pub async fn projects(&self) -> Result<Vec<ProjectView>> {
         self.json(self.request(Method::GET, self.url(&["v1", "projects"]))).await
+    }
+
+    /// `GET /v1/me`: the key's user, their projects and the key itself.
+    pub async fn me(&self) -> Result<MeView> {
+        self.json(self.request(Method::GET, self.url(&["v1", "me"]))).await
+    }
+
+    /// `GET /v1/users`: every user, by name (administrators).
+    pub async fn users(&self) -> Result<Vec<UserView>> {
+        self.json(self.request(Method::GET, self.url(&["v1", "users"]))).await
+    }
+
+    /// `POST /v1/users`: creates a user with a first API key, which only this answer holds
+    /// (administrators).
+    pub async fn create_user(&self, req: &CreateUser) -> Result<CreatedUser> {
+        self.json(self.request(Method::POST, self.url(&["v1", "users"])).json(req)).await
+    }
+
+    /// `PUT /v1/users/{user}/kyc`: sets a user's verification status (`unverified`, `pending`,
+    /// `verified`, `rejected`; administrators).
+    pub async fn set_kyc(&self, user: &str, status: &str) -> Result<KycView> {
+        let body = SetKyc { status: status.to_string() };
+        self.json(self.request(Method::PUT, self.url(&["v1", "users", user, "kyc"])).json(&body)).await
+    }
+
+    /// `GET /v1/kyc`: the caller's identity verification.
+    pub async fn kyc(&self) -> Result<KycView> {
+        self.json(self.request(Method::GET, self.url(&["v1", "kyc"]))).await
+    }
+
+    /// `POST /v1/kyc`: starts the caller's identity verification (`pending`, with a reference
+    /// and, when the server has a provider, where to complete it).
+    pub async fn start_kyc(&self) -> Result<KycView> {
+        self.json(self.request(Method::POST, self.url(&["v1", "kyc"]))).await
+    }
+
+    /// `POST /v1/projects`: creates a project, owned by the caller, with an empty wallet.
+    pub async fn create_project(&self, name: &str) -> Result<ProjectView> {
+        let body = CreateProject { name: name.to_string() };
+        self.json(self.request(Method::POST, self.url(&["v1", "projects"])).json(&body)).await
+    }
+
+    /// `GET /v1/projects/{project}`: one project, with the caller's role there.
+    pub async fn project(&self, project: &str) -> Result<ProjectView> {
+        self.json(self.request(Method::GET, self.url(&["v1", "projects", project]))).await
+    }
+
+    /// `GET /v1/projects/{project}/members`: its members, by name.
+    pub async fn members(&self, project: &str) -> Result<Vec<MemberView>> {
+        self.json(self.request(Method::GET, self.url(&["v1", "projects", project, "members"]))).await
+    }
+
+    /// `PUT /v1/projects/{project}/members/{user}`: adds a member or changes their role
+    /// (`owner` or `member`; owners and administrators).
+    pub async fn set_member(&self, project: &str, user: &str, role: &str) -> Result<MemberView> {
+        let body = SetMember { role: role.to_string() };
+        let url = self.url(&["v1", "projects", project, "members", user]);
+        self.json(self.request(Method::PUT, url).json(&body)).await
+    }
+
+    /// `DELETE /v1/projects/{project}/members/{user}`: removes a member (owners and
+    /// administrators; anyone may remove themselves). Succeeds for a user who was not a member.
+    pub async fn remove_member(&self, project: &str, user: &str) -> Result<()> {
+        let url = self.url(&["v1", "projects", project, "members", user]);
+        self.send(self.request(Method::DELETE, url)).await.map(drop)
+    }
+
+    /// `GET /v1/keys`: the caller's keys, newest first, revoked ones included; with `all`,
+    /// every user's (administrators).
+    pub async fn keys(&self, all: bool) -> Result<Vec<KeyView>> {
+        let mut r = self.request(Method::GET, self.url(&["v1", "keys"]));
+        if all {
+            r = r.query(&[("all", "true")]);
+        }
+        self.json(r).await
+    }
+
+    /// `POST /v1/keys`: creates an API key, which only this answer holds.
+    pub async fn create_key(&self, req: &CreateKey) -> Result<CreatedKey> {
+        self.json(self.request(Method::POST, self.url(&["v1", "keys"])).json(req)).await
+    }
+
+    /// `DELETE /v1/keys/{id}`: revokes a key (its owner or an administrator; idempotent).
+    pub async fn revoke_key(&self, id: i64) -> Result<()> {
+        let id = id.to_string();
+        self.send(self.request(Method::DELETE, self.url(&["v1", "keys", &id]))).await.map(drop)
+    }
+
+    /// `GET /v1/projects/{project}/wallet`: balance, low-balance threshold and burn rate.
+    pub async fn wallet(&self, project: &str) -> Result<WalletView> {
+        self.json(self.request(Method::GET, self.url(&["v1", "projects", project, "wallet"]))).await
+    }
+
+    /// `PATCH /v1/projects/{project}/wallet`: sets the low-balance threshold, a decimal
+    /// (owners and administrators).
+    pub async fn set_low_threshold(&self, project: &str, low_threshold: &str) -> Result<WalletView> {
+        let body = UpdateWallet { low_threshold: low_threshold.to_string() };
+        let url = self.url(&["v1", "projects", project, "wallet"]);
+        self.json(self.request(Method::PATCH, url).json(&body)).await
+    }
+
+    /// `POST /v1/projects/{project}/wallet/credit`: adds money (administrators).
+    pub async fn credit_wallet(&self, project: &str, req: &CreditWallet) -> Result<WalletView> {
+        let url = self.url(&["v1", "projects", project, "wallet", "credit"]);
+        self.json(self.request(Method::POST, url).json(req)).await
+    }
+
+    /// `GET /v1/projects/{project}/wallet/ledger`: one page of credits and charges, oldest first.
+    pub async fn ledger(&self, project: &str, page: &LedgerPage) -> Result<Vec<LedgerLineView>> {
+        let url = self.url(&["v1", "projects", project, "wallet", "ledger"]);
+        self.json(self.request(Method::GET, url).query(&page.query())).await
+    }
+
+    /// `POST /v1/estimate`: what a sandbox of this size costs per hour, running and paused.
+    pub async fn estimate(&self, req: &EstimateRequest) -> Result<EstimateView> {
+        self.json(self.request(Method::POST, self.url(&["v1", "estimate"])).json(req)).await
+    }
+
+    /// `GET /v1/billing/usage`: spending in a range by resource, sandbox, project and day
+    /// (`q.format` is ignored: see [`Client::usage_csv`]).
+    pub async fn usage(&self, q: &UsageQuery) -> Result<UsageView> {
+        let r =
+            self.request(Method::GET, self.url(&["v1", "billing", "usage"])).query(&usage_query(q, "json"));
+        self.json(r).await
+    }
+
+    /// `GET /v1/billing/usage?format=csv`: every charge line of the range as CSV (with its header
+    /// `id,project,sandbox,resource,seconds,period_from,period_to,amount,currency`).
+    pub async fn usage_csv(&self, q: &UsageQuery) -> Result<String> {
+        let r = self
+            .request(Method::GET, self.url(&["v1", "billing", "usage"]))
+            .query(&usage_query(q, "csv"))
+            .header(ACCEPT, "text/csv");
+        let resp = self.send(r).await?;
+        let bytes = resp.bytes().await.map_err(|e| ClientError::transport(&self.shown, e))?;
+        String::from_utf8(bytes.to_vec())
+            .map_err(|e| ClientError::Decode(format!("the CSV is not UTF-8: {e}")))
     }
 
     /// `GET /v1/images`: the curated catalog and the server's image store.

@@ -18,14 +18,14 @@ mod stream;
 
 use base64::Engine as _;
 
-pub use client::{ApiStream, Client, ListFilter};
+pub use client::{ApiStream, Client, LedgerPage, ListFilter};
 pub use credentials::{
     CredentialSource, Credentials, CredentialsError, CredentialsFile, DEFAULT_URL, KEY_VAR, URL_VAR,
     default_credentials_path,
 };
 pub use error::{ClientError, Result};
-pub use sandpit_types::api;
 pub use sandpit_types::{ErrorBody, SandboxState};
+pub use sandpit_types::{accounts, api};
 
 /// The bytes of a streamed exec's `stdout`/`stderr` event (base64 `data`).
 pub fn decode_output(data: &str) -> Result<Vec<u8>> {

@@ -77,7 +77,7 @@ impl std::fmt::Debug for App {
 /// How long `?wait=true` waits at most.
 const WAIT_LIMIT: Duration = Duration::from_secs(600);
 
-fn now() -> OffsetDateTime {
+pub(crate) fn now() -> OffsetDateTime {
     // Millisecond precision, as the store keeps it.
     let t = OffsetDateTime::now_utc();
     t.replace_nanosecond(t.nanosecond() / 1_000_000 * 1_000_000).unwrap_or(t)
@@ -169,13 +169,52 @@ impl App {
         let name = match (name, caller.key_project) {
             (Some(n), _) => n.to_string(),
             (None, Some(p)) => return self.store.get_project(p).await?.ok_or_else(|| not_found_project("?")),
-            (None, None) => "default".to_string(),
+            (None, None) if caller.user.role == sandpit_store::Role::Admin => "default".to_string(),
+            (None, None) => match caller.memberships.as_slice() {
+                [only] => {
+                    return self.store.get_project(only.project).await?.ok_or_else(|| not_found_project("?"));
+                }
+                [] => {
+                    return Err(ApiError::Forbidden {
+                        message: "you are not a member of any project: an owner of one adds you, or create one with POST /v1/projects".into(),
+                    }
+                    .into());
+                }
+                _ => {
+                    return Err(ApiError::invalid(
+                        "project",
+                        "you are a member of several projects: name one in `project`",
+                    )
+                    .into());
+                }
+            },
         };
         let project = self.store.project_by_name(&name).await?.ok_or_else(|| not_found_project(&name))?;
         if !caller.can_access(project.id) {
             return Err(not_found_project(&name));
         }
         Ok(project)
+    }
+
+    /// Refuses to start a sandbox (create or resume) unless the caller's identity is verified
+    /// (403 `kyc_required`) and the project's wallet holds money (402 `insufficient_funds`).
+    pub async fn ensure_may_run(&self, caller: &Caller, project: &Project) -> AppResult<()> {
+        if caller.user.kyc != sandpit_store::KycStatus::Verified {
+            let how = match caller.user.kyc {
+                sandpit_store::KycStatus::Pending => {
+                    "your identity verification is pending: finish it with the provider (`sandpit kyc status`)"
+                }
+                sandpit_store::KycStatus::Rejected => {
+                    "your identity verification was rejected: contact an administrator"
+                }
+                _ => "verify your identity first: `sandpit kyc start` (POST /v1/kyc)",
+            };
+            return Err(ApiError::KycRequired {
+                message: format!("running sandboxes needs a verified account; {how}"),
+            }
+            .into());
+        }
+        self.ensure_funds(project.id, &project.name).await
     }
 
     /// Finds a sandbox by id or name among what the caller may see; 404 otherwise.
@@ -211,10 +250,18 @@ impl App {
     }
 
     /// Applies a lifecycle event to a record (the transition table decides).
-    fn transition(r: &mut SandboxRecord, event: SandboxEvent, reason: Option<String>) -> AppResult<NewEvent> {
+    fn transition(r: &mut SandboxRecord, event: SandboxEvent, reason: Option<String>) -> AppResult<()> {
         r.state = r.state.apply(event).map_err(ApiError::from)?;
-        r.state_reason = reason.clone();
-        Ok(NewEvent::state(r.state, reason))
+        r.state_reason = reason;
+        Ok(())
+    }
+
+    /// The event of `r`'s (new) state, dated `at` (the time also written into the record), with
+    /// what the sandbox holds from then on for metering: CPU, memory and the GPUs of its
+    /// placement while running, its disk while paused.
+    pub fn state_event(&self, r: &SandboxRecord, at: OffsetDateTime) -> NewEvent {
+        let usage = crate::billing::usage_of(self, r).and_then(|u| serde_json::to_string(&u).ok());
+        NewEvent::state(r.state, r.state_reason.clone()).at(at).with_usage(usage)
     }
 
     /// `POST /v1/sandboxes`.
@@ -227,6 +274,7 @@ impl App {
         let limits = &self.config.limits;
         req.validate(limits)?;
         let project = self.target_project(caller, req.project.as_deref()).await?;
+        self.ensure_may_run(caller, &project).await?;
         let resolved = self.resolve_image(req.image.as_ref())?;
         let image = resolved.reference.clone();
         let id = SandboxId::generate();
@@ -351,11 +399,12 @@ impl App {
         sandpit_runtime::failpoint::hit("server.provision.after_backend");
         match result {
             Ok(status) => {
-                let ev = Self::transition(&mut r, SandboxEvent::Provisioned, None)?;
+                Self::transition(&mut r, SandboxEvent::Provisioned, None)?;
                 let t = now();
                 r.started_at = Some(t);
                 r.ends_at =
                     Some(t + time::Duration::seconds(i64::try_from(r.timeout_s).unwrap_or(i64::MAX / 4)));
+                let ev = self.state_event(&r, t);
                 let r = self.commit(&r, Some(ev)).await?;
                 self.metrics.observe_create(started.elapsed());
                 info!(sandbox_id = %id, "sandbox running");
@@ -368,9 +417,11 @@ impl App {
             }
             Err(reason) => {
                 warn!(sandbox_id = %id, reason = %reason, "provisioning failed");
-                let ev = Self::transition(&mut r, SandboxEvent::ProvisionFailed, Some(reason))?;
-                r.terminated_at = Some(now());
+                Self::transition(&mut r, SandboxEvent::ProvisionFailed, Some(reason))?;
+                let t = now();
+                r.terminated_at = Some(t);
                 r.placement = None;
+                let ev = self.state_event(&r, t);
                 self.commit(&r, Some(ev)).await?;
                 self.gpus.release(id);
                 // Nothing is left of a failed create on the backend; make sure.
@@ -439,7 +490,7 @@ impl App {
             // Keep the record as it is; recovery and the next attempt retry the delete.
             return Err(AppError::internal("delete sandbox", &e));
         }
-        let ev = Self::transition(r, event, Some(reason.clone()))?;
+        Self::transition(r, event, Some(reason.clone()))?;
         let t = now();
         r.terminated_at = Some(t);
         if r.state == SandboxState::Terminated || r.state == SandboxState::Failed {
@@ -448,6 +499,7 @@ impl App {
         }
         r.desired = Desired::Deleted;
         r.placement = None;
+        let ev = self.state_event(r, t);
         self.commit(r, Some(ev)).await?;
         self.gpus.release(r.id);
         info!(sandbox_id = %r.id, state = %r.state, reason = %reason, "sandbox ended");
@@ -509,13 +561,15 @@ impl App {
     /// `POST …/pause`.
     pub async fn pause(&self, caller: &Caller, id_or_name: &str) -> AppResult<SandboxView> {
         let found = self.find(caller, id_or_name).await?;
-        let lock = self.lock(&found.id);
+        self.pause_record(found.id, "paused").await
+    }
+
+    /// Pauses a sandbox for `reason` (`paused` by its user, `out_of_funds` by metering).
+    pub async fn pause_record(&self, id: SandboxId, reason: &str) -> AppResult<SandboxView> {
+        let lock = self.lock(&id);
         let _g = lock.lock().await;
-        let mut r = self
-            .store
-            .get_sandbox(&found.id)
-            .await?
-            .ok_or_else(|| ApiError::sandbox_not_found(id_or_name))?;
+        let mut r =
+            self.store.get_sandbox(&id).await?.ok_or_else(|| ApiError::sandbox_not_found(id.to_string()))?;
         r.state.apply(SandboxEvent::Pause).map_err(ApiError::from)?;
         r.desired = Desired::Paused;
         let mut r = self.commit(&r, None).await?;
@@ -528,20 +582,29 @@ impl App {
             return Err(e.into());
         }
         let t = now();
-        let ev = Self::transition(&mut r, SandboxEvent::Pause, Some("paused".into()))?;
+        Self::transition(&mut r, SandboxEvent::Pause, Some(reason.to_string()))?;
         r.remaining_ms = r.ends_at.map(|e| u64::try_from((e - t).whole_milliseconds().max(0)).unwrap_or(0));
         r.ends_at = None;
         r.paused_at = Some(t);
         r.placement = None;
+        let ev = self.state_event(&r, t);
         let r = self.commit(&r, Some(ev)).await?;
         self.gpus.release(r.id);
-        info!(sandbox_id = %r.id, "sandbox paused");
+        info!(sandbox_id = %r.id, reason, "sandbox paused");
         self.view(&r).await
     }
 
     /// `POST …/resume`.
     pub async fn resume(self: &Arc<Self>, caller: &Caller, id_or_name: &str) -> AppResult<SandboxView> {
         let found = self.find(caller, id_or_name).await?;
+        if found.state == SandboxState::Paused {
+            let project = self
+                .store
+                .get_project(found.project)
+                .await?
+                .ok_or_else(|| ApiError::sandbox_not_found(id_or_name))?;
+            self.ensure_may_run(caller, &project).await?;
+        }
         let lock = self.lock(&found.id);
         let _g = lock.lock().await;
         let mut r = self
@@ -575,12 +638,13 @@ impl App {
             }
         };
         let t = now();
-        let ev = Self::transition(&mut r, SandboxEvent::Resume, Some("resumed".into()))?;
+        Self::transition(&mut r, SandboxEvent::Resume, Some("resumed".into()))?;
         let remaining = r.remaining_ms.unwrap_or(r.timeout_s * 1000);
         r.ends_at = Some(t + time::Duration::milliseconds(i64::try_from(remaining).unwrap_or(i64::MAX / 4)));
         r.remaining_ms = None;
         r.paused_at = None;
         r.started_at = Some(t);
+        let ev = self.state_event(&r, t);
         let r = self.commit(&r, Some(ev)).await?;
         info!(sandbox_id = %r.id, "sandbox resumed");
         drop(_g);

@@ -7,7 +7,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use sandpit_image::{ImageReference, ImageSelector, ImageStore, RunConfig};
-use sandpit_store::{NewApiKey, Role, Store};
+use sandpit_store::{KycStatus, MemberRole, NewApiKey, Role, Store};
 use tracing::{info, warn};
 
 use crate::auth::{display_prefix, generate_key, hash_key};
@@ -57,7 +57,21 @@ pub async fn first_start(
         None => generate_key(),
     };
     let user = store.create_user("admin", Role::Admin).await?;
-    store.create_project("default").await?;
+    // The operator who starts the server is the first verified user.
+    store.set_kyc(user.id, KycStatus::Verified, None).await?;
+    let project = store.create_project("default").await?;
+    store.add_member(project.id, user.id, MemberRole::Owner).await?;
+    store.set_low_threshold(project.id, config.billing.low_balance_default.micros()).await?;
+    if config.billing.bootstrap_credit.is_positive() {
+        store
+            .credit(
+                project.id,
+                config.billing.bootstrap_credit.micros(),
+                Some("bootstrap credit"),
+                Some(user.id),
+            )
+            .await?;
+    }
     store
         .create_api_key(NewApiKey {
             user: user.id,

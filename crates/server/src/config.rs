@@ -76,6 +76,82 @@ pub struct ServerConfig {
     pub max_image_bytes: ByteSize,
     /// The curated catalog file (default `<data_dir>/catalog.toml`, written on first start).
     pub catalog_file: Option<PathBuf>,
+    /// Prices, metering and wallets.
+    pub billing: BillingConfig,
+    /// Identity verification.
+    pub kyc: KycConfig,
+}
+
+/// Prices, metering and wallets (`[billing]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BillingConfig {
+    /// The one currency of every wallet (a label: amounts are integer micro-units of it).
+    pub currency: String,
+    /// Prices per hour (`[billing.rates]`: `gpu = { H100 = "3.00", … }`, `cpu_per_vcpu_hour`,
+    /// `memory_per_gib_hour`, `paused_disk_per_gib_hour`, `gpu_unknown_model`); missing ones take
+    /// the defaults.
+    pub rates: sandpit_billing::Rates,
+    /// Seconds between two accruals of running sandboxes (1 to 10).
+    pub meter_interval_s: u64,
+    /// Credited to the `default` project on the first start, so a new server can run sandboxes.
+    pub bootstrap_credit: sandpit_billing::Money,
+    /// The low-balance threshold of a new wallet.
+    pub low_balance_default: sandpit_billing::Money,
+}
+
+impl Default for BillingConfig {
+    fn default() -> Self {
+        Self {
+            currency: "USD".into(),
+            rates: sandpit_billing::Rates::default(),
+            meter_interval_s: 5,
+            bootstrap_credit: sandpit_billing::Money::from_micros(100_000_000),
+            low_balance_default: sandpit_billing::Money::from_micros(5_000_000),
+        }
+    }
+}
+
+/// Identity verification (`[kyc]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KycConfig {
+    /// The shared secret the provider signs webhooks with (HMAC-SHA256); also
+    /// `SANDPIT_KYC__WEBHOOK_SECRET`. Without it the webhook answers 503.
+    pub webhook_secret: Option<SecretString>,
+    /// Where a user goes to verify: `{reference}` is replaced by their verification reference.
+    pub verification_url: Option<String>,
+    /// Webhooks whose timestamp is further than this from the server's clock are refused.
+    pub webhook_tolerance_s: u64,
+}
+
+impl Default for KycConfig {
+    fn default() -> Self {
+        Self { webhook_secret: None, verification_url: None, webhook_tolerance_s: 300 }
+    }
+}
+
+/// A secret from the configuration: never printed (its `Debug` is redacted).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretString(String);
+
+impl SecretString {
+    /// A secret.
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 /// Accepts a TOML list or a comma-separated string (as environment variables give).
@@ -121,6 +197,8 @@ impl Default for ServerConfig {
             image_cache_max_bytes: ByteSize::gib(50),
             max_image_bytes: ByteSize::gib(16),
             catalog_file: None,
+            billing: BillingConfig::default(),
+            kyc: KycConfig::default(),
         }
     }
 }
@@ -144,7 +222,29 @@ impl ServerConfig {
                 // Variables of the CLI and of bootstrap, not configuration keys.
                 .ignore(&["URL", "API_KEY", "BOOTSTRAP_KEY", "FAILPOINT", "CONFIG"]),
         );
-        f.extract().map_err(|e| ConfigError(Box::new(e)))
+        let config: Self = f.extract().map_err(|e| ConfigError(Box::new(e)))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Refuses values that parse but cannot work.
+    fn check(&self) -> Result<(), ConfigError> {
+        let bad = |msg: String| ConfigError(Box::new(figment::Error::from(msg)));
+        if !(1..=10).contains(&self.billing.meter_interval_s) {
+            return Err(bad(format!(
+                "billing.meter_interval_s must be 1 to 10 seconds, not {}",
+                self.billing.meter_interval_s
+            )));
+        }
+        if self.billing.bootstrap_credit.is_negative() || self.billing.low_balance_default.is_negative() {
+            return Err(bad(
+                "billing.bootstrap_credit and billing.low_balance_default must not be negative".into()
+            ));
+        }
+        if self.kyc.webhook_secret.as_ref().is_some_and(|s| s.expose().len() < 16) {
+            return Err(bad("kyc.webhook_secret must be at least 16 characters".into()));
+        }
+        Ok(())
     }
 
     /// The database file.

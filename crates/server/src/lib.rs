@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod billing;
 pub mod bootstrap;
 pub mod config;
 pub mod error;
@@ -130,6 +131,7 @@ impl Server {
         app.tasks.spawn(reconcile::retention(app.clone()));
         app.tasks.spawn(reconcile::gauges(app.clone()));
         app.tasks.spawn(images::gc_loop(app.clone()));
+        app.tasks.spawn(billing::meter_loop(app.clone()));
         if app.gpus.host.is_some() {
             app.tasks.spawn(reconcile::gpu_watchdog(app.clone()));
         }

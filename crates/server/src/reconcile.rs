@@ -155,7 +155,7 @@ async fn adopt_running(app: &Arc<App>, id: sandpit_types::SandboxId) -> AppResul
     r.ends_at = Some(t + time::Duration::milliseconds(i64::try_from(remaining).unwrap_or(i64::MAX / 4)));
     r.remaining_ms = None;
     r.paused_at = None;
-    let ev = NewEvent::state(r.state, Some("recovered".into()));
+    let ev = app.state_event(&r, t);
     let (_, ev) = app.store.update_sandbox(&r, Some(ev)).await?;
     if let Some(ev) = ev {
         app.hub.publish(&id, &ev);
@@ -178,7 +178,7 @@ async fn mark_paused(app: &Arc<App>, id: sandpit_types::SandboxId) -> AppResult<
     r.placement = None;
     app.gpus.release(id);
     r.state_reason = Some("paused".into());
-    let (_, ev) = app.store.update_sandbox(&r, Some(NewEvent::state(r.state, Some("paused".into())))).await?;
+    let (_, ev) = app.store.update_sandbox(&r, Some(app.state_event(&r, t))).await?;
     if let Some(ev) = ev {
         app.hub.publish(&id, &ev);
     }
@@ -191,13 +191,13 @@ async fn fail(app: &Arc<App>, id: sandpit_types::SandboxId, reason: &str) -> App
     let Some(mut r) = app.store.get_sandbox(&id).await? else { return Ok(()) };
     r.state = r.state.apply(SandboxEvent::RuntimeFailed).map_err(sandpit_types::ApiError::from)?;
     r.state_reason = Some(reason.to_string());
-    r.terminated_at = Some(OffsetDateTime::now_utc());
+    let t = OffsetDateTime::now_utc();
+    r.terminated_at = Some(t);
     r.ends_at = None;
     r.desired = Desired::Deleted;
     r.placement = None;
     app.gpus.release(id);
-    let (_, ev) =
-        app.store.update_sandbox(&r, Some(NewEvent::state(r.state, Some(reason.to_string())))).await?;
+    let (_, ev) = app.store.update_sandbox(&r, Some(app.state_event(&r, t))).await?;
     if let Some(ev) = ev {
         app.hub.publish(&id, &ev);
     }

@@ -180,8 +180,18 @@ pub trait Store: Send + Sync + 'static {
     /// `1..=1000`). Empty for an unknown sandbox.
     async fn list_events(&self, id: &SandboxId, after: u64, limit: u32) -> Result<Vec<SandboxEventView>>;
 
+    /// The state changes of a sandbox, oldest first (the persisted transitions metering reads).
+    /// Empty for an unknown sandbox.
+    async fn state_changes(&self, id: &SandboxId) -> Result<Vec<StateChange>>;
+
     // -----------------------------------------------------------------------------------------
     // Accounts.
+
+    /// Every user, by name.
+    async fn list_users(&self) -> Result<Vec<User>>;
+
+    /// A user by name.
+    async fn user_by_name(&self, name: &str) -> Result<Option<User>>;
 
     /// Sets a user's KYC status and returns the user as stored. `reference: Some` also sets the
     /// reference a provider's webhook names the user by; `None` keeps the current one. The store
@@ -198,6 +208,10 @@ pub trait Store: Send + Sync + 'static {
     /// before recording it: a crash between the two then makes the provider's retry apply it
     /// again instead of finding it recorded and losing it.
     async fn record_webhook(&self, event_id: &str) -> Result<bool>;
+
+    /// Whether the webhook event `event_id` was recorded (read-only: check a delivery before
+    /// applying it, then record it).
+    async fn webhook_seen(&self, event_id: &str) -> Result<bool>;
 
     /// Makes `user` a member of `project` with `role`; an existing member gets the new role (and
     /// keeps when they were added). `NotFound { what: "project" | "user" }` if either is missing.

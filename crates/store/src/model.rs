@@ -184,18 +184,66 @@ pub struct NewEvent {
     pub message: Option<String>,
     /// Progress details.
     pub progress: Option<serde_json::Value>,
+    /// When it happened (`None`: the store's clock at the write). State changes pass the time
+    /// the server also writes into the record (`started_at`, `paused_at`, `terminated_at`), so
+    /// the two agree exactly.
+    pub at: Option<OffsetDateTime>,
+    /// What the sandbox holds from this state change on, for metering (opaque JSON to the store;
+    /// not part of the API's event view).
+    pub usage: Option<String>,
 }
 
 impl NewEvent {
     /// A state-change event.
     pub fn state(state: SandboxState, reason: Option<String>) -> Self {
-        Self { kind: EventKind::State, state: Some(state), reason, message: None, progress: None }
+        Self {
+            kind: EventKind::State,
+            state: Some(state),
+            reason,
+            message: None,
+            progress: None,
+            at: None,
+            usage: None,
+        }
     }
 
     /// A progress event.
     pub fn progress(message: impl Into<String>, progress: Option<serde_json::Value>) -> Self {
-        Self { kind: EventKind::Progress, state: None, reason: None, message: Some(message.into()), progress }
+        Self {
+            kind: EventKind::Progress,
+            state: None,
+            reason: None,
+            message: Some(message.into()),
+            progress,
+            at: None,
+            usage: None,
+        }
     }
+
+    /// The same event, dated `at`.
+    #[must_use]
+    pub fn at(mut self, at: OffsetDateTime) -> Self {
+        self.at = Some(at);
+        self
+    }
+
+    /// The same event, carrying what the sandbox holds from now on.
+    #[must_use]
+    pub fn with_usage(mut self, usage: Option<String>) -> Self {
+        self.usage = usage;
+        self
+    }
+}
+
+/// One persisted state change of a sandbox, as metering reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateChange {
+    /// When.
+    pub at: OffsetDateTime,
+    /// The state entered.
+    pub state: SandboxState,
+    /// What the sandbox held from then on ([`NewEvent::usage`]).
+    pub usage: Option<String>,
 }
 
 /// Where a user is in identity verification. Creating or resuming a sandbox needs `Verified`.

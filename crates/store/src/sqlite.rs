@@ -34,7 +34,7 @@ use time::OffsetDateTime;
 use crate::model::{
     ApiKey, ApiKeyId, Desired, KycStatus, LedgerEntry, LedgerFilter, LedgerKind, MemberRole, Membership,
     MeteredSandbox, NewApiKey, NewCharge, NewEvent, Project, ProjectId, Role, SandboxFilter, SandboxRecord,
-    User, UserId, Wallet,
+    StateChange, User, UserId, Wallet,
 };
 use crate::{Result, Store, StoreError};
 
@@ -112,9 +112,9 @@ const INSERT_LEDGER: &str = concat!(
 );
 
 const INSERT_EVENT: &str = "INSERT INTO sandbox_events \
-     (sandbox_id, seq, at, kind, state, reason, message, progress) \
+     (sandbox_id, seq, at, kind, state, reason, message, progress, usage) \
      VALUES (?1, (SELECT coalesce(max(seq), 0) + 1 FROM sandbox_events WHERE sandbox_id = ?1), \
-             ?2, ?3, ?4, ?5, ?6, ?7) \
+             ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
      RETURNING seq";
 
 /// The [`Store`] over an embedded SQLite database.
@@ -601,7 +601,7 @@ async fn insert_event(
     id: &SandboxId,
     event: NewEvent,
 ) -> Result<SandboxEventView> {
-    let at = now_ms();
+    let at = event.at.map_or_else(now_ms, to_ms);
     let progress = event.progress.as_ref().map(to_json).transpose()?;
     let seq: i64 = sqlx::query_scalar(INSERT_EVENT)
         .bind(id.as_str())
@@ -611,6 +611,7 @@ async fn insert_event(
         .bind(event.reason.as_deref())
         .bind(event.message.as_deref())
         .bind(progress)
+        .bind(event.usage.as_deref())
         .fetch_one(&mut *conn)
         .await
         .map_err(|e| {
@@ -1059,8 +1060,42 @@ impl Store for SqliteStore {
         rows.iter().map(event_from_row).collect()
     }
 
+    async fn state_changes(&self, id: &SandboxId) -> Result<Vec<StateChange>> {
+        let rows = sqlx::query(
+            "SELECT at, state, usage FROM sandbox_events \
+             WHERE sandbox_id = ? AND kind = 'state' AND state IS NOT NULL ORDER BY seq",
+        )
+        .bind(id.as_str())
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StateChange {
+                    at: col_time(r, "at")?,
+                    state: col_state(r, "state")?,
+                    usage: col(r, "usage")?,
+                })
+            })
+            .collect()
+    }
+
     // -----------------------------------------------------------------------------------------
     // Accounts.
+
+    async fn list_users(&self) -> Result<Vec<User>> {
+        let rows = sqlx::query(concat!("SELECT ", user_columns!(), " FROM users ORDER BY name"))
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(|r| user_from_row(r, "id", "name", "created_at")).collect()
+    }
+
+    async fn user_by_name(&self, name: &str) -> Result<Option<User>> {
+        let row = sqlx::query(concat!("SELECT ", user_columns!(), " FROM users WHERE name = ?"))
+            .bind(name)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.map(|r| user_from_row(&r, "id", "name", "created_at")).transpose()
+    }
 
     async fn set_kyc(&self, user: UserId, kyc: KycStatus, reference: Option<&str>) -> Result<User> {
         let row = sqlx::query(concat!(
@@ -1089,6 +1124,15 @@ impl Store for SqliteStore {
             .fetch_optional(&self.reader)
             .await?;
         row.map(|r| user_from_row(&r, "id", "name", "created_at")).transpose()
+    }
+
+    async fn webhook_seen(&self, event_id: &str) -> Result<bool> {
+        Ok(sqlx::query_scalar::<_, bool>(
+            "SELECT EXISTS (SELECT 1 FROM webhook_deliveries WHERE event_id = ?)",
+        )
+        .bind(event_id)
+        .fetch_one(&self.reader)
+        .await?)
     }
 
     async fn record_webhook(&self, event_id: &str) -> Result<bool> {

@@ -276,7 +276,7 @@ async fn a_database_from_before_accounts_upgrades_in_place() {
         .fetch_all(&mut conn)
         .await
         .unwrap();
-    assert_eq!(versions, [1, 2, 3]);
+    assert_eq!(versions, [1, 2, 3, 4]);
     let err =
         sqlx::query("UPDATE users SET kyc = 'maybe' WHERE id = 2").execute(&mut conn).await.unwrap_err();
     assert!(err.to_string().contains("CHECK"), "{err}");

@@ -797,6 +797,9 @@ pub struct ProjectView {
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
+    /// The caller's role there (`owner`, `member`), if a member.
+    #[serde(default)]
+    pub role: Option<String>,
 }
 
 #[cfg(test)]

@@ -29,6 +29,13 @@ pub enum ApiError {
     /// No API key, or an unknown or revoked one (401).
     #[error("missing or invalid API key: send `Authorization: Bearer <key>`")]
     Unauthorized,
+    /// A signed request (a provider's webhook) whose signature or timestamp is missing, wrong or
+    /// stale (401).
+    #[error("{message}")]
+    BadSignature {
+        /// Why.
+        message: String,
+    },
     /// The caller may not do this (403).
     #[error("{message}")]
     Forbidden {
@@ -139,7 +146,7 @@ impl ApiError {
     pub fn status(&self) -> u16 {
         match self {
             Self::InvalidInput { .. } | Self::BadRequest { .. } => 400,
-            Self::Unauthorized => 401,
+            Self::Unauthorized | Self::BadSignature { .. } => 401,
             Self::InsufficientFunds { .. } => 402,
             Self::Forbidden { .. } | Self::KycRequired { .. } => 403,
             Self::NotFound { .. } | Self::FeatureDisabled { .. } => 404,
@@ -157,6 +164,7 @@ impl ApiError {
             Self::InvalidInput { .. } => "invalid_input",
             Self::BadRequest { .. } => "bad_request",
             Self::Unauthorized => "unauthorized",
+            Self::BadSignature { .. } => "bad_signature",
             Self::Forbidden { .. } => "forbidden",
             Self::KycRequired { .. } => "kyc_required",
             Self::NotFound { .. } => "not_found",
@@ -202,6 +210,7 @@ mod tests {
         let cases = [
             (ApiError::invalid("cpu", "bad"), 400, "invalid_input"),
             (ApiError::Unauthorized, 401, "unauthorized"),
+            (ApiError::BadSignature { message: "x".into() }, 401, "bad_signature"),
             (ApiError::InsufficientFunds { message: "x".into() }, 402, "insufficient_funds"),
             (ApiError::KycRequired { message: "x".into() }, 403, "kyc_required"),
             (ApiError::sandbox_not_found("x"), 404, "not_found"),

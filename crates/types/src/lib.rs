@@ -2,6 +2,7 @@
 //!
 //! This crate is pure: no IO. Everything here is used by more than one other crate.
 
+pub mod accounts;
 pub mod api;
 pub mod env;
 pub mod error;

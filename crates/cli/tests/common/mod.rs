@@ -76,11 +76,19 @@ pub struct Start {
     pub simulate_gpus: Option<String>,
     /// More environment variables for the server.
     pub env: Vec<(String, String)>,
+    /// More configuration (TOML) for the server's file, written at the first start.
+    pub config: String,
 }
 
 impl Default for Start {
     fn default() -> Self {
-        Self { bootstrap_key: Some(KEY.into()), failpoint: None, simulate_gpus: None, env: Vec::new() }
+        Self {
+            bootstrap_key: Some(KEY.into()),
+            failpoint: None,
+            simulate_gpus: None,
+            env: Vec::new(),
+            config: String::new(),
+        }
     }
 }
 
@@ -103,7 +111,7 @@ impl Serve {
         // Small sandboxes: tests run many at once.
         std::fs::write(
             dir.path().join("sandpit.toml"),
-            "sandbox_disk = \"256Mi\"\n[limits]\nmemory_default = \"256Mi\"\n",
+            format!("sandbox_disk = \"256Mi\"\n[limits]\nmemory_default = \"256Mi\"\n{}", opts.config),
         )
         .unwrap();
         let mut s = Self { child: None, port: free_port(), dir };
@@ -273,6 +281,13 @@ impl Serve {
         );
     }
 
+    /// Kills the server with SIGKILL (a crash at an arbitrary moment) and reaps it.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("server not running");
+        signal(&child, rustix::process::Signal::KILL);
+        let _ = child.wait();
+    }
+
     /// Waits (up to `timeout`) for the server to die by SIGKILL at its failpoint.
     pub fn expect_killed(&mut self, timeout: Duration) {
         use std::os::unix::process::ExitStatusExt;
@@ -295,6 +310,13 @@ impl Serve {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Starts the server again without waiting for it to answer (it may die at a failpoint
+    /// first).
+    pub fn respawn(&mut self, opts: Start) {
+        assert!(self.child.is_none(), "server still running");
+        self.spawn(&opts);
     }
 
     /// Starts the server again over the same directory and port.

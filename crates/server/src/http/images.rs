@@ -7,7 +7,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use sandpit_image::{ImageRecord, ImageSelector, ImageSource, RegistryCredentials};
-use sandpit_store::Role;
 use sandpit_types::api::{CuratedImageView, ImagesView, LocalImageView, PruneReport, PullEvent, PullImage};
 use sandpit_types::{ApiError, ErrorBody};
 use serde::Deserialize;
@@ -35,11 +34,7 @@ fn local_view(r: &ImageRecord) -> LocalImageView {
 }
 
 fn require_admin(caller: &Caller) -> Result<(), ApiError> {
-    if caller.user.role == Role::Admin && caller.key_project.is_none() {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden { message: "only an administrator may change the image store".into() })
-    }
+    caller.require_admin("change the image store")
 }
 
 /// The curated images by category, and what is in the server's image store.

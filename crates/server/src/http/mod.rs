@@ -4,6 +4,8 @@
 // The OpenAPI path macros expand parameter types with their full paths.
 #![allow(unused_qualifications)]
 
+mod accounts;
+mod billing;
 mod extract;
 mod files;
 mod images;
@@ -16,7 +18,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header;
 use axum::response::IntoResponse;
-use sandpit_types::api::{GpuTypeView, Health, ProjectView};
+use sandpit_types::api::{GpuTypeView, Health};
 use sandpit_types::{ApiError, ErrorBody};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -24,7 +26,7 @@ use utoipa_axum::routes;
 
 use crate::app::App;
 use crate::auth::Caller;
-use crate::error::{AppError, AppResult};
+use crate::error::AppError;
 
 pub use extract::ApiJson;
 
@@ -72,7 +74,22 @@ fn api() -> (Router<Arc<App>>, utoipa::openapi::OpenApi) {
         .routes(routes!(files::move_path))
         .routes(routes!(streams::logs))
         .routes(routes!(streams::events))
-        .routes(routes!(projects))
+        .routes(routes!(accounts::me))
+        .routes(routes!(accounts::list_users, accounts::create_user))
+        .routes(routes!(accounts::set_kyc))
+        .routes(routes!(accounts::kyc_status, accounts::kyc_start))
+        .routes(routes!(accounts::kyc_webhook))
+        .routes(routes!(accounts::list_projects, accounts::create_project))
+        .routes(routes!(accounts::get_project))
+        .routes(routes!(accounts::list_members))
+        .routes(routes!(accounts::set_member, accounts::remove_member))
+        .routes(routes!(accounts::list_keys, accounts::create_key))
+        .routes(routes!(accounts::revoke_key))
+        .routes(routes!(billing::wallet, billing::update_wallet))
+        .routes(routes!(billing::credit))
+        .routes(routes!(billing::ledger))
+        .routes(routes!(billing::estimate))
+        .routes(routes!(billing::usage))
         .routes(routes!(gpus))
         .routes(routes!(images::list, images::remove))
         .routes(routes!(images::pull))
@@ -127,18 +144,4 @@ async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
         (status = 401, description = "No or bad key", body = ErrorBody)))]
 async fn gpus(State(app): State<Arc<App>>, _caller: Caller) -> axum::Json<Vec<GpuTypeView>> {
     axum::Json(app.gpus.view())
-}
-
-/// The projects the caller can see.
-#[utoipa::path(get, path = "/v1/projects", tag = "projects",
-    responses((status = 200, description = "Projects", body = Vec<ProjectView>),
-        (status = 401, description = "No or bad key", body = ErrorBody)))]
-async fn projects(State(app): State<Arc<App>>, caller: Caller) -> AppResult<axum::Json<Vec<ProjectView>>> {
-    let all = app.store.list_projects().await?;
-    Ok(axum::Json(
-        all.into_iter()
-            .filter(|p| caller.can_access(p.id))
-            .map(|p| ProjectView { name: p.name, created_at: p.created_at })
-            .collect(),
-    ))
 }

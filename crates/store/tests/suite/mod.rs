@@ -40,6 +40,8 @@ macro_rules! store_suite {
         store_suite!(@async $harness;
             new_store_is_empty,
             users_have_unique_names,
+            users_are_listed_by_name_and_found_by_name,
+            state_changes_are_the_dated_state_events_with_their_usage,
             projects_have_unique_names_and_list_by_name,
             api_keys_are_found_by_hash_until_revoked,
             api_keys_refuse_unknown_owners_and_duplicate_hashes,
@@ -231,6 +233,39 @@ pub async fn users_have_unique_names(h: &dyn Harness) {
     let other = store.create_user("other", Role::Member).await.unwrap();
     assert_ne!(other.id, admin.id);
     assert_eq!(store.get_user(other.id).await.unwrap().unwrap().role, Role::Member);
+}
+
+pub async fn users_are_listed_by_name_and_found_by_name(h: &dyn Harness) {
+    let store = h.open().await;
+    assert!(store.list_users().await.unwrap().is_empty());
+    let b = store.create_user("bob", Role::Member).await.unwrap();
+    let a = store.create_user("alice", Role::Admin).await.unwrap();
+    assert_eq!(store.list_users().await.unwrap(), vec![a.clone(), b.clone()]);
+    assert_eq!(store.user_by_name("bob").await.unwrap(), Some(b));
+    assert_eq!(store.user_by_name("carol").await.unwrap(), None);
+}
+
+pub async fn state_changes_are_the_dated_state_events_with_their_usage(h: &dyn Harness) {
+    let store = h.open().await;
+    let (user, project) = owner(&*store).await;
+    let s = insert(&*store, sandbox(project.id, user.id)).await;
+    let t1 = now() - Duration::seconds(30);
+    let mut r = s.clone();
+    r.state = SandboxState::Running;
+    let ev = NewEvent::state(SandboxState::Running, None).at(t1).with_usage(Some("{\"cpu\":1}".into()));
+    let (r, view) = store.update_sandbox(&r, Some(ev)).await.unwrap();
+    assert_eq!(view.unwrap().at, t1, "a state event keeps the time it is given");
+    store.append_event(&s.id, NewEvent::progress("working", None)).await.unwrap();
+    let t2 = t1 + Duration::milliseconds(12_345);
+    let mut p = r.clone();
+    p.state = SandboxState::Paused;
+    store.update_sandbox(&p, Some(NewEvent::state(SandboxState::Paused, None).at(t2))).await.unwrap();
+    let changes = store.state_changes(&s.id).await.unwrap();
+    let states: Vec<_> = changes.iter().map(|c| c.state).collect();
+    assert_eq!(states, vec![SandboxState::Provisioning, SandboxState::Running, SandboxState::Paused]);
+    assert_eq!((changes[1].at, changes[1].usage.as_deref()), (t1, Some("{\"cpu\":1}")));
+    assert_eq!((changes[2].at, changes[2].usage.as_deref()), (t2, None));
+    assert!(store.state_changes(&SandboxId::generate()).await.unwrap().is_empty());
 }
 
 pub async fn projects_have_unique_names_and_list_by_name(h: &dyn Harness) {
@@ -969,6 +1004,12 @@ pub async fn kyc_reference_belongs_to_one_user(h: &dyn Harness) {
 }
 
 pub async fn webhook_events_are_recorded_once(h: &dyn Harness) {
+    {
+        let store = h.open().await;
+        assert!(!store.webhook_seen("evt-seen").await.unwrap());
+        assert!(store.record_webhook("evt-seen").await.unwrap());
+        assert!(store.webhook_seen("evt-seen").await.unwrap());
+    }
     let store = h.open().await;
     assert!(store.record_webhook("evt_1").await.unwrap(), "first delivery");
     assert!(!store.record_webhook("evt_1").await.unwrap(), "a replay");
