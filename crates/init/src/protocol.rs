@@ -465,13 +465,13 @@ pub struct FileEntry {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum FsEventKind {
-    /// Created.
+    /// Created, or moved into place (as an atomic write does).
     Create,
     /// Written.
     Write,
     /// Removed.
     Remove,
-    /// Renamed away or into place.
+    /// Renamed (moved away from this name).
     Rename,
     /// Permissions or owner changed.
     Chmod,

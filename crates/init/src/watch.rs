@@ -122,10 +122,17 @@ impl Watcher {
                 }
                 continue;
             };
+            // The temporary files of init's own atomic writes are not news: the rename into
+            // place reports the file.
+            if name.contains(".sandpit-tmp-") {
+                continue;
+            }
             let rel = Self::join(&dir, &name);
-            let kind = if flags.contains(ReadFlags::CREATE) {
+            // As fsnotify (and so E2B's envd) reports them: something moved into place is
+            // created there; something moved away is renamed.
+            let kind = if flags.intersects(ReadFlags::CREATE | ReadFlags::MOVED_TO) {
                 FsEventKind::Create
-            } else if flags.intersects(ReadFlags::MOVED_FROM | ReadFlags::MOVED_TO) {
+            } else if flags.contains(ReadFlags::MOVED_FROM) {
                 FsEventKind::Rename
             } else if flags.contains(ReadFlags::DELETE) {
                 FsEventKind::Remove

@@ -104,6 +104,13 @@ impl FromRequestParts<Arc<App>> for Caller {
         let header = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         let key =
             header.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim).ok_or(ApiError::Unauthorized)?;
+        Caller::from_key(app, key).await
+    }
+}
+
+impl Caller {
+    /// The caller a key stands for (401 for an unknown or revoked key).
+    pub async fn from_key(app: &App, key: &str) -> Result<Self, AppError> {
         if key.is_empty() || key.len() > 256 {
             return Err(ApiError::Unauthorized.into());
         }

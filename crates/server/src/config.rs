@@ -48,7 +48,10 @@ pub struct ServerConfig {
     /// Where `serve` writes the first API key for the CLI (mode 0600). Default:
     /// `$HOME/.config/sandpit/credentials.json`.
     pub credentials_file: Option<PathBuf>,
-    /// Whether the sandbox feature (API routes and UI section) is on.
+    /// Whether the sandbox feature (the `/v1/sandboxes` routes and the web console's Sandboxes
+    /// section) is on; also `SANDPIT_ENABLE_SANDBOX`, or `REACT_APP_ENABLE_SANDBOX` for
+    /// deployments that already set it. When off, sandbox routes answer 404 `feature_disabled`.
+    #[serde(deserialize_with = "lenient_bool")]
     pub enable_sandbox: bool,
     /// A simulated GPU inventory instead of the host's (`H100x2,T4x4`); also
     /// `SANDPIT_SIMULATE_GPUS`. Simulated GPUs are scheduled and billed but inject no device.
@@ -80,6 +83,10 @@ pub struct ServerConfig {
     pub billing: BillingConfig,
     /// Identity verification.
     pub kyc: KycConfig,
+    /// The domain of the e2b-compatible surface's Host-based routing (`49983-<id>.<domain>`),
+    /// returned to the e2b SDK as the sandbox's `domain`; also `SANDPIT_E2B_DOMAIN`. Unset: the
+    /// SDK reaches envd at its `E2B_SANDBOX_URL`, routed by the `E2b-Sandbox-Id` header.
+    pub e2b_domain: Option<String>,
 }
 
 /// Prices, metering and wallets (`[billing]`).
@@ -154,6 +161,38 @@ impl std::fmt::Debug for SecretString {
     }
 }
 
+/// The variable older deployments of the web console set to turn the Sandboxes section on or off
+/// (read by the server at start, below `SANDPIT_ENABLE_SANDBOX`).
+pub const REACT_APP_ENABLE_SANDBOX: &str = "REACT_APP_ENABLE_SANDBOX";
+
+/// Reads a flag as people write it: `true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`.
+pub fn parse_flag(s: &str) -> Option<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+/// Accepts a boolean, `0`/`1`, or a flag string (as environment variables give).
+fn lenient_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Flag {
+        Bool(bool),
+        Int(i64),
+        Str(String),
+    }
+    match Flag::deserialize(d)? {
+        Flag::Bool(b) => Ok(b),
+        Flag::Int(0) => Ok(false),
+        Flag::Int(1) => Ok(true),
+        Flag::Int(i) => Err(serde::de::Error::custom(format!("expected true or false, not {i}"))),
+        Flag::Str(s) => parse_flag(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("expected true or false, not {s:?}"))),
+    }
+}
+
 /// Accepts a TOML list or a comma-separated string (as environment variables give).
 fn list_or_csv<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
@@ -199,6 +238,7 @@ impl Default for ServerConfig {
             catalog_file: None,
             billing: BillingConfig::default(),
             kyc: KycConfig::default(),
+            e2b_domain: None,
         }
     }
 }
@@ -209,12 +249,21 @@ impl Default for ServerConfig {
 pub struct ConfigError(#[from] Box<figment::Error>);
 
 impl ServerConfig {
-    /// Defaults, then `file` (TOML) if given, then `SANDPIT_*` variables (nested keys with `__`,
-    /// e.g. `SANDPIT_LIMITS__TIMEOUT_MAX_S`).
+    /// Defaults, then `file` (TOML) if given, then `REACT_APP_ENABLE_SANDBOX`, then `SANDPIT_*`
+    /// variables (nested keys with `__`, e.g. `SANDPIT_LIMITS__TIMEOUT_MAX_S`).
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
         let mut f = Figment::from(Serialized::defaults(Self::default()));
         if let Some(path) = file {
             f = f.merge(Toml::file_exact(path));
+        }
+        if let Some(v) = std::env::var_os(REACT_APP_ENABLE_SANDBOX) {
+            let v = v.to_string_lossy();
+            let on = parse_flag(&v).ok_or_else(|| {
+                ConfigError(Box::new(figment::Error::from(format!(
+                    "{REACT_APP_ENABLE_SANDBOX} must be true or false, not {v:?}"
+                ))))
+            })?;
+            f = f.merge(Serialized::default("enable_sandbox", on));
         }
         f = f.merge(
             Env::prefixed("SANDPIT_")
@@ -327,6 +376,31 @@ mod tests {
             assert_eq!(c.limits.timeout_default_s, 60);
             assert_eq!(c.limits.timeout_max_s, 120);
             assert_eq!(c.default_image, DEFAULT_IMAGE);
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own error type.
+    fn the_sandbox_feature_flag_comes_from_file_react_app_and_sandpit_variables() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sandpit.toml");
+        std::fs::write(&file, "enable_sandbox = false\n").unwrap();
+        figment::Jail::expect_with(|jail| {
+            assert!(ServerConfig::load(None).map_err(|e| e.to_string())?.enable_sandbox);
+            assert!(!ServerConfig::load(Some(&file)).map_err(|e| e.to_string())?.enable_sandbox);
+            jail.set_env(REACT_APP_ENABLE_SANDBOX, "true");
+            assert!(ServerConfig::load(Some(&file)).map_err(|e| e.to_string())?.enable_sandbox);
+            jail.set_env("SANDPIT_ENABLE_SANDBOX", "0");
+            assert!(!ServerConfig::load(Some(&file)).map_err(|e| e.to_string())?.enable_sandbox);
+            jail.set_env("SANDPIT_ENABLE_SANDBOX", "yes");
+            assert!(ServerConfig::load(None).map_err(|e| e.to_string())?.enable_sandbox);
+            jail.set_env("SANDPIT_ENABLE_SANDBOX", "maybe");
+            assert!(ServerConfig::load(None).is_err());
+            jail.set_env("SANDPIT_ENABLE_SANDBOX", "false");
+            jail.set_env(REACT_APP_ENABLE_SANDBOX, "nope");
+            let e = ServerConfig::load(None).unwrap_err().to_string();
+            assert!(e.contains(REACT_APP_ENABLE_SANDBOX), "{e}");
             Ok(())
         });
     }

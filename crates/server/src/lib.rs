@@ -10,6 +10,7 @@ pub mod auth;
 pub mod billing;
 pub mod bootstrap;
 pub mod config;
+pub mod e2b;
 pub mod error;
 pub mod gpus;
 pub mod http;
@@ -18,6 +19,7 @@ pub mod images;
 pub mod metrics;
 pub mod reconcile;
 pub mod secrets;
+pub mod web;
 
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;

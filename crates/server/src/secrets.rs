@@ -51,6 +51,8 @@ impl std::fmt::Debug for RegistryLogin {
 /// Seals and opens secrets with the server's key.
 pub struct SecretBox {
     cipher: XChaCha20Poly1305,
+    /// The raw key, for [`SecretBox::derive`].
+    key: [u8; 32],
 }
 
 impl std::fmt::Debug for SecretBox {
@@ -82,7 +84,19 @@ impl SecretBox {
         };
         let cipher =
             XChaCha20Poly1305::new_from_slice(&key).map_err(|_| SecretError::BadKey(path.to_path_buf()))?;
-        Ok(Self { cipher })
+        let key =
+            <[u8; 32]>::try_from(key.as_slice()).map_err(|_| SecretError::BadKey(path.to_path_buf()))?;
+        Ok(Self { cipher, key })
+    }
+
+    /// A secret of its own for `context` (HMAC-SHA256 of it under the server's key): stable
+    /// across restarts, stored nowhere, and unrelated to the key or to any other context's.
+    pub fn derive(&self, context: &str) -> [u8; 32] {
+        use hmac::{KeyInit as _, Mac as _};
+        let mut mac =
+            hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.key).unwrap_or_else(|_| unreachable!());
+        mac.update(context.as_bytes());
+        mac.finalize().into_bytes().into()
     }
 
     /// Seals `plain` bound to `context` (the sandbox id): 24-byte nonce, then ciphertext and tag.

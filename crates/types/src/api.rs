@@ -645,6 +645,29 @@ pub struct Health {
     pub version: String,
 }
 
+/// Features a server can have turned off.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FeaturesView {
+    /// Sandboxes (`/v1/sandboxes…`); when off those routes answer 404 `feature_disabled`.
+    pub sandbox: bool,
+}
+
+/// What a client needs to know about the server (`GET /v1/config`): its features, currency and
+/// the defaults and bounds of sandbox requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ConfigView {
+    /// Server version.
+    pub version: String,
+    /// Which features are on.
+    pub features: FeaturesView,
+    /// The one currency of every wallet and price.
+    pub currency: String,
+    /// Image of a create that names none.
+    pub default_image: String,
+    /// Defaults and bounds of sandbox requests.
+    pub limits: Limits,
+}
+
 /// One GPU type of the server and what is free of it (`GET /v1/gpus`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct GpuTypeView {

@@ -526,6 +526,7 @@ pub async fn remove_member(
 
 /// `?all=`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct KeysQuery {
     /// Every user's keys (administrators).

@@ -108,6 +108,7 @@ pub async fn credit(
 
 /// Ledger paging.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LedgerQuery {
     /// Only lines with an id above this (the last id of the previous page).
@@ -169,6 +170,7 @@ pub async fn estimate(
 
 /// `GET /v1/billing/usage` parameters.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UsageParams {
     /// Start: a date (`2026-11-01`, midnight UTC) or an RFC 3339 time; inclusive [default: 30 days before `to`].

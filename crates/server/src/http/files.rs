@@ -24,6 +24,7 @@ use crate::error::{AppError, AppResult};
 
 /// `?path=`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PathQuery {
     /// Path inside the sandbox (relative paths are relative to the user's home).
@@ -39,6 +40,7 @@ pub struct PathQuery {
 
 /// `?path=` for content.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ContentQuery {
     /// Path inside the sandbox.
@@ -93,7 +95,7 @@ async fn client(app: &App, caller: &Caller, id: &str) -> AppResult<sandpit_runti
 }
 
 /// Lists a directory.
-#[utoipa::path(get, path = "/v1/sandboxes/{id}/files", tag = "files",
+#[utoipa::path(get, path = "/v1/sandboxes/{id}/files", tag = "files", operation_id = "list_files",
     params(("id" = String, Path, description = "Sandbox id or name"), PathQuery),
     responses((status = 200, description = "Entries (the directory itself excluded)", body = Vec<FileEntryView>),
         (status = 404, description = "No such sandbox or path", body = ErrorBody),
@@ -114,7 +116,7 @@ pub async fn list(
 }
 
 /// Removes a file or directory.
-#[utoipa::path(delete, path = "/v1/sandboxes/{id}/files", tag = "files",
+#[utoipa::path(delete, path = "/v1/sandboxes/{id}/files", tag = "files", operation_id = "remove_file",
     params(("id" = String, Path, description = "Sandbox id or name"), PathQuery),
     responses((status = 204, description = "Removed"),
         (status = 400, description = "Directory not empty (use recursive)", body = ErrorBody),

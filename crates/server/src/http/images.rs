@@ -38,7 +38,7 @@ fn require_admin(caller: &Caller) -> Result<(), ApiError> {
 }
 
 /// The curated images by category, and what is in the server's image store.
-#[utoipa::path(get, path = "/v1/images", tag = "images",
+#[utoipa::path(get, path = "/v1/images", tag = "images", operation_id = "list_images",
     responses((status = 200, description = "Catalog and store", body = ImagesView),
         (status = 401, description = "No or bad key", body = ErrorBody)))]
 pub async fn list(State(app): State<Arc<App>>, _caller: Caller) -> AppResult<axum::Json<ImagesView>> {
@@ -154,6 +154,7 @@ fn pull_error(e: sandpit_image::PullError) -> AppError {
 
 /// `?reference=`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RemoveQuery {
     /// The reference (or `sha256:` digest) to remove.
@@ -161,7 +162,7 @@ pub struct RemoveQuery {
 }
 
 /// Removes an image from the store (administrators only; refused while a sandbox uses it).
-#[utoipa::path(delete, path = "/v1/images", tag = "images", params(RemoveQuery),
+#[utoipa::path(delete, path = "/v1/images", tag = "images", operation_id = "remove_image", params(RemoveQuery),
     responses((status = 204, description = "Removed"),
         (status = 403, description = "Not an administrator", body = ErrorBody),
         (status = 404, description = "No such image", body = ErrorBody),

@@ -9,6 +9,7 @@ mod billing;
 mod extract;
 mod files;
 mod images;
+mod meta;
 mod sandboxes;
 mod streams;
 
@@ -18,15 +19,14 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header;
 use axum::response::IntoResponse;
+use sandpit_types::ErrorBody;
 use sandpit_types::api::{GpuTypeView, Health};
-use sandpit_types::{ApiError, ErrorBody};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::app::App;
 use crate::auth::Caller;
-use crate::error::AppError;
 
 pub use extract::ApiJson;
 
@@ -61,6 +61,7 @@ impl utoipa::Modify for BearerAuth {
 fn api() -> (Router<Arc<App>>, utoipa::openapi::OpenApi) {
     let (api, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health))
+        .routes(routes!(meta::config))
         .routes(routes!(sandboxes::create, sandboxes::list))
         .routes(routes!(sandboxes::get, sandboxes::delete))
         .routes(routes!(sandboxes::pause))
@@ -111,20 +112,21 @@ pub fn openapi_json() -> String {
 pub fn router(app: Arc<App>) -> Router {
     let body_limit = app.config.max_body_bytes;
     let json = openapi_json();
+    let envd = crate::e2b::envd_router(app.clone());
     api()
         .0
+        .merge(crate::e2b::api_routes())
         .route(
             "/v1/openapi.json",
             axum::routing::get(move || async move { ([(header::CONTENT_TYPE, "application/json")], json) }),
         )
         .route("/metrics", axum::routing::get(metrics))
-        .fallback(not_found)
+        .fallback(crate::web::fallback)
+        .layer(axum::middleware::from_fn_with_state(app.clone(), crate::web::sandbox_gate))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(app)
-}
-
-async fn not_found() -> AppError {
-    ApiError::NotFound { what: "route", id: "requested".into() }.into()
+        // Requests addressed to a sandbox's envd (by header or Host) never reach the API.
+        .layer(axum::middleware::from_fn(move |req, next| crate::e2b::dispatch(envd.clone(), req, next)))
 }
 
 /// Liveness.

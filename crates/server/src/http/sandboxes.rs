@@ -27,6 +27,7 @@ const MAX_COLLECTED: usize = 16 << 20;
 
 /// `?wait=`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct CreateQuery {
     /// Answer only once the sandbox is running or failed.
     #[serde(default)]
@@ -56,6 +57,7 @@ pub async fn create(
 
 /// List filters.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Only this project.
@@ -71,7 +73,7 @@ pub struct ListQuery {
 }
 
 /// Lists sandboxes, newest first.
-#[utoipa::path(get, path = "/v1/sandboxes", tag = "sandboxes", params(ListQuery),
+#[utoipa::path(get, path = "/v1/sandboxes", tag = "sandboxes", operation_id = "list_sandboxes", params(ListQuery),
     responses((status = 200, description = "A page of sandboxes", body = Page<SandboxView>),
         (status = 400, description = "Bad filter", body = ErrorBody),
         (status = 401, description = "No or bad key", body = ErrorBody)))]

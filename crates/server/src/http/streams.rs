@@ -27,6 +27,7 @@ const FOLLOW_POLL: Duration = Duration::from_millis(100);
 
 /// `?offset=&follow=`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LogsQuery {
     /// Byte offset from a previous `next_offset` (default 0, the start).
@@ -149,6 +150,7 @@ fn follow_logs(
 
 /// `?after=`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     /// Only events after this sequence number (default 0: the whole history).
