@@ -265,6 +265,36 @@ async fn exec_streams_ndjson_as_output_is_produced() {
 }
 
 #[tokio::test]
+async fn a_streaming_exec_whose_client_goes_away_ends_even_when_silent() {
+    let s = TestServer::start().await;
+    let id = s.create(json!({})).await["id"].as_str().unwrap().to_string();
+    let req = Request::post(format!("/v1/sandboxes/{id}/exec"))
+        .header("authorization", format!("Bearer {KEY}"))
+        .header("content-type", "application/json")
+        .header("accept", "application/x-ndjson")
+        .body(Body::from(json!({"command": ["sleep", "3333"]}).to_string()))
+        .unwrap();
+    let resp = s.send(req).await;
+    let mut body = resp.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("started"));
+    let running = |out: &Value| out["stdout"].as_str().unwrap().contains("sleep 3333");
+    let ps = json!({"shell": "ps -o args"});
+    let (_, out) = s.call("POST", &format!("/v1/sandboxes/{id}/exec"), Some(ps.clone())).await;
+    assert!(running(&out), "{out}");
+    drop(body);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, out) = s.call("POST", &format!("/v1/sandboxes/{id}/exec"), Some(ps.clone())).await;
+        if !running(&out) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the command outlived its client: {out}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
 async fn files_round_trip_through_the_api() {
     let s = TestServer::start().await;
     let id = s.create(json!({})).await["id"].as_str().unwrap().to_string();

@@ -280,7 +280,13 @@ fn stream_exec(app: Arc<App>, mut session: sandpit_runtime::ExecSession, started
         }
         let b64 = base64::engine::general_purpose::STANDARD;
         loop {
-            let ev = match session.next().await {
+            // A client gone away ends the command at once, not at its next output: dropping
+            // the session closes the connection to init, which kills the process group.
+            let next = tokio::select! {
+                next = session.next() => next,
+                () = tx.closed() => return,
+            };
+            let ev = match next {
                 Ok(Some(ExecEvent::Stdout(b) | ExecEvent::Pty(b))) => {
                     ExecStreamEvent::Stdout { data: b64.encode(&b) }
                 }

@@ -32,7 +32,7 @@ const FOLLOW_POLL: Duration = Duration::from_millis(100);
 pub struct LogsQuery {
     /// Byte offset from a previous `next_offset` (default 0, the start).
     offset: Option<u64>,
-    /// Stream new lines as server-sent events (`event: log`, `id:` the next offset) until the
+    /// Stream new lines as server-sent events (`event: log`; the last of each batch has `id:`, the next offset) until the
     /// sandbox ends.
     #[serde(default)]
     follow: bool,
@@ -121,11 +121,17 @@ fn follow_logs(
                     Err(_) => return None,
                 };
                 offset = chunk.next_offset;
+                // Only the last entry of a read carries its `id:` (the offset after it): a
+                // client that resumes from an earlier one gets the rest again, never less.
+                let n = chunk.records.len();
                 let mut events: Vec<Event> = chunk
                     .records
                     .into_iter()
-                    .filter_map(|rec| {
-                        Event::default().event("log").id(offset.to_string()).json_data(entry(rec)).ok()
+                    .enumerate()
+                    .filter_map(|(i, rec)| {
+                        let ev = Event::default().event("log");
+                        let ev = if i + 1 == n { ev.id(offset.to_string()) } else { ev };
+                        ev.json_data(entry(rec)).ok()
                     })
                     .collect();
                 if events.is_empty() {
