@@ -713,7 +713,8 @@ impl App {
                 let p = self.store.project_by_name(name).await?;
                 match p {
                     Some(p) if caller.can_access(p.id) => Some(vec![p.id]),
-                    _ => Some(Vec::new()),
+                    // Unknown, or not the caller's: the same answer.
+                    _ => return Err(not_found_project(name)),
                 }
             }
             None => caller.visible_projects(),

@@ -76,6 +76,7 @@ pub struct ListQuery {
 #[utoipa::path(get, path = "/v1/sandboxes", tag = "sandboxes", operation_id = "list_sandboxes", params(ListQuery),
     responses((status = 200, description = "A page of sandboxes", body = Page<SandboxView>),
         (status = 400, description = "Bad filter", body = ErrorBody),
+        (status = 404, description = "Unknown project (or not yours)", body = ErrorBody),
         (status = 401, description = "No or bad key", body = ErrorBody)))]
 pub async fn list(
     State(app): State<Arc<App>>,
