@@ -62,6 +62,8 @@ def server():
     built = subprocess.run([_bin(), "image", "build", "base", "--data-dir", data], env=_clean_env({"HOME": home}),
                            capture_output=True, text=True)
     assert built.returncode == 0, f"sandpit image build base failed:\n{built.stdout}\n{built.stderr}"
+    # A copy of the store with `base` for the HTTPS server of the E2B_DOMAIN tests.
+    subprocess.run(["cp", "-a", data, data + "-tls"], check=True)
     port = _free_port()
     key = "sp_" + secrets.token_hex(20)
     log = os.path.join(work, "serve.log")
@@ -85,6 +87,7 @@ def server():
     os.environ.pop("E2B_DOMAIN", None)
     os.environ.pop("E2B_DEBUG", None)
     srv = Server(url, key, data, proc, log)
+    srv.work = work
     yield srv
     # Delete what the tests left, then stop the server.
     status, page = srv.api("GET", "/v1/sandboxes?state=provisioning,running,paused&limit=1000")

@@ -46,7 +46,8 @@ pub async fn serve(a: &ServeArgs) -> anyhow::Result<ExitCode> {
             _ = int.recv() => tracing::info!("SIGINT: shutting down"),
         }
     };
-    tracing::info!(url = %format!("http://{listen}"), "ready");
+    let scheme = if server.app().config.tls_cert_file.is_some() { "https" } else { "http" };
+    tracing::info!(url = %format!("{scheme}://{listen}"), "ready");
     server.serve(listener, shutdown).await.map_err(startup_error)?;
     Ok(ExitCode::SUCCESS)
 }

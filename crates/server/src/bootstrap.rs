@@ -90,10 +90,11 @@ pub async fn first_start(
 /// The URL a local client reaches the server at.
 pub fn base_url(config: &ServerConfig) -> String {
     let addr = config.listen;
+    let scheme = if config.tls_cert_file.is_some() { "https" } else { "http" };
     if addr.ip().is_unspecified() {
-        format!("http://127.0.0.1:{}", addr.port())
+        format!("{scheme}://127.0.0.1:{}", addr.port())
     } else {
-        format!("http://{addr}")
+        format!("{scheme}://{addr}")
     }
 }
 

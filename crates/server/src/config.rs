@@ -87,6 +87,10 @@ pub struct ServerConfig {
     /// returned to the e2b SDK as the sandbox's `domain`; also `SANDPIT_E2B_DOMAIN`. Unset: the
     /// SDK reaches envd at its `E2B_SANDBOX_URL`, routed by the `E2b-Sandbox-Id` header.
     pub e2b_domain: Option<String>,
+    /// Serve HTTPS with this certificate chain (PEM, leaf first); needs `tls_key_file`.
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key (PEM) of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
 }
 
 /// Prices, metering and wallets (`[billing]`).
@@ -239,6 +243,8 @@ impl Default for ServerConfig {
             billing: BillingConfig::default(),
             kyc: KycConfig::default(),
             e2b_domain: None,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -288,6 +294,11 @@ impl ServerConfig {
         if self.billing.bootstrap_credit.is_negative() || self.billing.low_balance_default.is_negative() {
             return Err(bad(
                 "billing.bootstrap_credit and billing.low_balance_default must not be negative".into()
+            ));
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return Err(bad(
+                "tls_cert_file and tls_key_file go together: set both for HTTPS, or neither".into()
             ));
         }
         if self.kyc.webhook_secret.as_ref().is_some_and(|s| s.expose().len() < 16) {

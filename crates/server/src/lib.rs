@@ -19,6 +19,7 @@ pub mod images;
 pub mod metrics;
 pub mod reconcile;
 pub mod secrets;
+pub mod tls;
 pub mod web;
 
 use std::os::unix::fs::PermissionsExt;
@@ -58,6 +59,9 @@ pub enum ServeError {
     /// The backend failed.
     #[error(transparent)]
     Runtime(#[from] sandpit_runtime::RuntimeError),
+    /// The TLS certificate or key is unusable.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     /// Bootstrap failed.
     #[error(transparent)]
     Bootstrap(#[from] bootstrap::BootstrapError),
@@ -169,19 +173,34 @@ impl Server {
             .map_err(|source| ServeError::Listen { addr: self.app.config.listen, source })?;
         info!(%addr, "sandpit API listening");
         let token = self.app.shutdown.clone();
-        // Streams write small frames back to back (NDJSON events, SSE): without TCP_NODELAY,
-        // Nagle's algorithm holds the second until the first is acknowledged (40 ms delayed ACK).
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let result = axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                tokio::select! {
-                    () = shutdown => {}
-                    () = token.cancelled() => {}
-                }
-            })
-            .await;
+        let shutdown = async move {
+            tokio::select! {
+                () = shutdown => {}
+                () = token.cancelled() => {}
+            }
+        };
+        let tls = match (&self.app.config.tls_cert_file, &self.app.config.tls_key_file) {
+            (Some(cert), Some(key)) => Some(tls::server_config(cert, key).map_err(ServeError::Tls)?),
+            _ => None,
+        };
+        let result = match tls {
+            Some(tls) => {
+                info!(%addr, "serving HTTPS");
+                let listener = tls::TlsListener::new(listener, tls)
+                    .map_err(|source| ServeError::Listen { addr, source })?;
+                axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+            }
+            None => {
+                // Streams write small frames back to back (NDJSON events, SSE): without
+                // TCP_NODELAY, Nagle's algorithm holds the second until the first is
+                // acknowledged (40 ms delayed ACK).
+                let listener =
+                    axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+                        let _ = tcp.set_nodelay(true);
+                    });
+                axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+            }
+        };
         self.app.shutdown.cancel();
         self.app.tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.app.tasks.wait()).await;
