@@ -50,6 +50,12 @@ pub enum Command {
     Timeout(TimeoutArgs),
     /// Run a command in a running sandbox, streaming its output; exits with its exit code.
     Exec(ExecArgs),
+    /// List a sandbox's processes: exec's (running or recently exited) and its workload.
+    Ps(IdArg),
+    /// Follow a process's output until it exits; exits with its exit code.
+    Attach(PidArgs),
+    /// Send a signal to a process (and its process group).
+    Kill(KillArgs),
     /// Print a sandbox's workload log (stderr lines to stderr).
     Logs(LogsArgs),
     /// Copy a file into or out of a sandbox: `sandpit cp FILE ID:/path` or `sandpit cp ID:/path FILE`.
@@ -300,9 +306,35 @@ pub struct ExecArgs {
     /// when it is not a terminal).
     #[arg(long)]
     pub no_stdin: bool,
+    /// Start it in the background and print its pid (see `ps`, `attach`, `kill`).
+    #[arg(short = 'd', long)]
+    pub detach: bool,
     /// The command and its arguments (after `--`).
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+}
+
+/// A process of a sandbox.
+#[derive(Debug, Args)]
+pub struct PidArgs {
+    /// Sandbox id or name.
+    #[arg(value_name = "ID")]
+    pub id: String,
+    /// Process id (from `exec --detach` or `ps`).
+    pub pid: u32,
+}
+
+/// `sandpit kill`.
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    /// Sandbox id or name.
+    #[arg(value_name = "ID")]
+    pub id: String,
+    /// Process id.
+    pub pid: u32,
+    /// The signal: TERM, KILL, INT, HUP, … or a number.
+    #[arg(short, long, default_value = "TERM")]
+    pub signal: String,
 }
 
 /// `sandpit logs`.

@@ -54,6 +54,7 @@ pub async fn exec(client: &Client, a: &ExecArgs, json: bool) -> anyhow::Result<E
         stdin,
         timeout_s: a.timeout.map(|d| d.as_secs()),
         background: false,
+        keep_stdin_open: false,
     };
     if json {
         let r = client.exec(&a.id, &req).await?;
@@ -61,7 +62,58 @@ pub async fn exec(client: &Client, a: &ExecArgs, json: bool) -> anyhow::Result<E
         let ending = Ending { exit_code: r.exit_code, signal: r.signal, timed_out: r.timed_out };
         return Ok(ExitCode::from(ending.exit_code()));
     }
-    let mut events = client.exec_stream(&a.id, &req).await?;
+    if a.detach {
+        let r = client.exec(&a.id, &ExecRequest { background: true, ..req }).await?;
+        println!("{}", r.pid);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let events = client.exec_stream(&a.id, &req).await?;
+    relay(events).await
+}
+
+/// `sandpit attach ID PID`: a process's output until it exits; exits with its exit code.
+pub async fn attach(client: &Client, a: &crate::cli::PidArgs) -> anyhow::Result<ExitCode> {
+    let events = client.process_output(&a.id, a.pid).await?;
+    relay(events).await
+}
+
+/// `sandpit ps ID`.
+pub async fn ps(client: &Client, id: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let procs = client.processes(id).await?;
+    if json {
+        crate::output::print_json(&procs)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let now = time::OffsetDateTime::now_utc();
+    let mut t = comfy_table::Table::new();
+    t.load_style(comfy_table::presets::NOTHING)
+        .set_content_arrangement(comfy_table::ContentArrangement::Disabled);
+    t.set_header(["PID", "STATUS", "STARTED", "COMMAND"]);
+    for p in &procs {
+        let status = match (p.running, p.exit_code, p.signal) {
+            (true, _, _) => "running".to_string(),
+            (false, Some(c), _) => format!("exited {c}"),
+            (false, None, Some(s)) => format!("signal {s}"),
+            (false, None, None) => "exited".to_string(),
+        };
+        let mut cmd = p.argv.join(" ");
+        if p.workload {
+            cmd.push_str("  (workload)");
+        }
+        t.add_row([p.pid.to_string(), status, crate::output::ago(p.started_at, now), cmd]);
+    }
+    println!("{}", crate::output::trim_lines(&t.to_string()));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sandpit kill ID PID`.
+pub async fn kill(client: &Client, a: &crate::cli::KillArgs) -> anyhow::Result<ExitCode> {
+    client.signal_process(&a.id, a.pid, &a.signal).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints a command's output events as they come; the exit code is the command's.
+async fn relay(mut events: sandpit_client::ApiStream<ExecStreamEvent>) -> anyhow::Result<ExitCode> {
     let (mut out, mut err) = (tokio::io::stdout(), tokio::io::stderr());
     while let Some(ev) = events.next().await {
         match ev? {

@@ -14,8 +14,8 @@ use sandpit_types::accounts::{
 };
 use sandpit_types::api::{
     CreateSandbox, ExecRequest, ExecResult, ExecStreamEvent, FileEntryView, GpuTypeView, Health, ImagesView,
-    LogEntry, LogsPage, MakeDir, MovePath, Page, ProjectView, PruneReport, PullEvent, PullImage,
-    SandboxEventView, SandboxView, SetTimeout,
+    LogEntry, LogsPage, MakeDir, MovePath, Page, ProcessInput, ProcessView, ProjectView, PruneReport,
+    PullEvent, PullImage, SandboxEventView, SandboxView, SetTimeout, SignalProcess,
 };
 use sandpit_types::{ErrorBody, SandboxState};
 use serde::de::DeserializeOwned;
@@ -434,6 +434,44 @@ impl Client {
             .request(Method::POST, self.sandbox_url(id, &["exec"]))
             .header(ACCEPT, "application/x-ndjson")
             .json(req);
+        let resp = self.send(r).await?;
+        Ok(ndjson(resp, self.shown.clone()))
+    }
+
+    /// `GET …/processes`: the sandbox's processes (exec's, running or recently exited, and its
+    /// workload).
+    pub async fn processes(&self, id: &str) -> Result<Vec<ProcessView>> {
+        self.json(self.request(Method::GET, self.sandbox_url(id, &["processes"]))).await
+    }
+
+    /// `POST …/processes/{pid}/signal`: signals a process and its group (`TERM`, `KILL`, …).
+    pub async fn signal_process(&self, id: &str, pid: u32, signal: &str) -> Result<()> {
+        let pid = pid.to_string();
+        let body = SignalProcess { signal: signal.to_string() };
+        let r = self.request(Method::POST, self.sandbox_url(id, &["processes", &pid, "signal"])).json(&body);
+        self.send(r).await.map(drop)
+    }
+
+    /// `POST …/processes/{pid}/stdin`: writes to a process's standard input; `close` closes it.
+    pub async fn write_process_stdin(&self, id: &str, pid: u32, data: &[u8], close: bool) -> Result<()> {
+        use base64::Engine as _;
+        let pid = pid.to_string();
+        let body = ProcessInput {
+            data: None,
+            data_base64: Some(base64::engine::general_purpose::STANDARD.encode(data)),
+            close,
+        };
+        let r = self.request(Method::POST, self.sandbox_url(id, &["processes", &pid, "stdin"])).json(&body);
+        self.send(r).await.map(drop)
+    }
+
+    /// `GET …/processes/{pid}/output` streamed: a process's output (what init still holds, then
+    /// new) until it exits. Dropping the stream leaves the process running.
+    pub async fn process_output(&self, id: &str, pid: u32) -> Result<ApiStream<ExecStreamEvent>> {
+        let pid = pid.to_string();
+        let r = self
+            .request(Method::GET, self.sandbox_url(id, &["processes", &pid, "output"]))
+            .header(ACCEPT, "application/x-ndjson");
         let resp = self.send(r).await?;
         Ok(ndjson(resp, self.shown.clone()))
     }

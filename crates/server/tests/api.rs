@@ -295,6 +295,59 @@ async fn a_streaming_exec_whose_client_goes_away_ends_even_when_silent() {
 }
 
 #[tokio::test]
+async fn background_processes_are_listed_fed_followed_and_signalled() {
+    let s = TestServer::start().await;
+    let id = s.create(json!({})).await["id"].as_str().unwrap().to_string();
+    let exec = format!("/v1/sandboxes/{id}/exec");
+    // A background `cat` with its stdin kept open, and a sleeper.
+    let (st, cat) = s
+        .call("POST", &exec, Some(json!({"command": ["cat"], "background": true, "keep_stdin_open": true})))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{cat}");
+    let cat = cat["pid"].as_u64().unwrap();
+    let (_, sleeper) =
+        s.call("POST", &exec, Some(json!({"command": ["sleep", "600"], "background": true}))).await;
+    let sleeper = sleeper["pid"].as_u64().unwrap();
+    let (st, procs) = s.call("GET", &format!("/v1/sandboxes/{id}/processes"), None).await;
+    assert_eq!(st, StatusCode::OK, "{procs}");
+    let find = |procs: &Value, pid: u64| procs.as_array().unwrap().iter().find(|p| p["pid"] == pid).cloned();
+    assert_eq!(find(&procs, cat).unwrap()["argv"], json!(["cat"]));
+    assert_eq!(find(&procs, sleeper).unwrap()["running"], true);
+
+    // Feed cat, close its stdin, and collect what it wrote.
+    let stdin = format!("/v1/sandboxes/{id}/processes/{cat}/stdin");
+    let (st, _) = s.call("POST", &stdin, Some(json!({"data": "hello "}))).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let (st, _) =
+        s.call("POST", &stdin, Some(json!({"data_base64": "YmFja2dyb3VuZAo=", "close": true}))).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let (st, out) = s.call("GET", &format!("/v1/sandboxes/{id}/processes/{cat}/output"), None).await;
+    assert_eq!(st, StatusCode::OK, "{out}");
+    assert_eq!((out["stdout"].as_str(), out["exit_code"].as_i64()), (Some("hello background\n"), Some(0)));
+    // The sleeper's stdin is not open.
+    let (st, e) = s
+        .call("POST", &format!("/v1/sandboxes/{id}/processes/{sleeper}/stdin"), Some(json!({"data": "x"})))
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{e}");
+
+    // Signals: a bad name is refused; KILL ends it.
+    let signal = format!("/v1/sandboxes/{id}/processes/{sleeper}/signal");
+    let (st, e) = s.call("POST", &signal, Some(json!({"signal": "BOGUS"}))).await;
+    assert_eq!((st, e["field"].as_str()), (StatusCode::BAD_REQUEST, Some("signal")), "{e}");
+    let (st, _) = s.call("POST", &signal, Some(json!({"signal": "KILL"}))).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let (_, out) = s.call("GET", &format!("/v1/sandboxes/{id}/processes/{sleeper}/output"), None).await;
+    assert_eq!(out["signal"], 9, "{out}");
+    let (_, procs) = s.call("GET", &format!("/v1/sandboxes/{id}/processes"), None).await;
+    assert_eq!(find(&procs, sleeper).unwrap()["running"], false);
+    // Unknown process.
+    let (st, _) = s
+        .call("POST", &format!("/v1/sandboxes/{id}/processes/999999/signal"), Some(json!({"signal": "TERM"})))
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
 async fn files_round_trip_through_the_api() {
     let s = TestServer::start().await;
     let id = s.create(json!({})).await["id"].as_str().unwrap().to_string();

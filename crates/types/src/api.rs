@@ -436,6 +436,9 @@ pub struct ExecRequest {
     /// Return as soon as it started; it keeps running.
     #[serde(default)]
     pub background: bool,
+    /// With `background`: keep its standard input open for `…/processes/{pid}/stdin`.
+    #[serde(default)]
+    pub keep_stdin_open: bool,
 }
 
 impl ExecRequest {
@@ -509,6 +512,79 @@ pub enum ExecStreamEvent {
         /// What went wrong.
         message: String,
     },
+}
+
+/// A process started by exec (or the sandbox's workload), running or recently exited.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ProcessView {
+    /// Process id inside the sandbox.
+    pub pid: u32,
+    /// The argument vector.
+    pub argv: Vec<String>,
+    /// Working directory.
+    pub cwd: String,
+    /// Numeric user id.
+    pub uid: u32,
+    /// When it started.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub started_at: OffsetDateTime,
+    /// Whether this is the sandbox's workload (its image command).
+    pub workload: bool,
+    /// Whether it still runs.
+    pub running: bool,
+    /// Exit code, once it exited normally.
+    pub exit_code: Option<i32>,
+    /// Signal that ended it.
+    pub signal: Option<i32>,
+}
+
+/// `POST /v1/sandboxes/{id}/processes/{pid}/signal`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignalProcess {
+    /// `TERM`, `KILL`, `INT`, `HUP`, `QUIT`, `USR1`, `USR2`, `STOP`, `CONT`, or a number.
+    pub signal: String,
+}
+
+impl SignalProcess {
+    /// The signal number.
+    pub fn number(&self) -> Result<i32, ApiError> {
+        let s = self.signal.trim().trim_start_matches("SIG").to_ascii_uppercase();
+        let n = match s.as_str() {
+            "HUP" => 1,
+            "INT" => 2,
+            "QUIT" => 3,
+            "KILL" => 9,
+            "USR1" => 10,
+            "USR2" => 12,
+            "TERM" => 15,
+            "CONT" => 18,
+            "STOP" => 19,
+            other => other.parse::<i32>().ok().filter(|n| (1..=64).contains(n)).ok_or_else(|| {
+                ApiError::invalid(
+                    "signal",
+                    format!("unknown signal {:?}: use TERM, KILL, INT, HUP or 1-64", self.signal),
+                )
+            })?,
+        };
+        Ok(n)
+    }
+}
+
+/// `POST /v1/sandboxes/{id}/processes/{pid}/stdin`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessInput {
+    /// Text to write (UTF-8). Give this or `data_base64`.
+    #[serde(default)]
+    pub data: Option<String>,
+    /// Bytes to write, base64.
+    #[serde(default)]
+    pub data_base64: Option<String>,
+    /// Close standard input afterwards.
+    #[serde(default)]
+    pub close: bool,
 }
 
 /// Kind of a file-system entry.

@@ -592,6 +592,84 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/sandboxes/{id}/processes": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The processes of a running sandbox: those exec started (running, or exited not long ago)
+         *     and its workload.
+         */
+        get: operations["list_processes"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/sandboxes/{id}/processes/{pid}/output": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Follows a process: its output not yet dropped from init's buffer, then what it writes, until
+         *     it exits; as NDJSON events (`Accept: application/x-ndjson`, like a streamed exec) or, waiting
+         *     for the end, as one result. Leaving does not stop the process.
+         */
+        get: operations["process_output"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/sandboxes/{id}/processes/{pid}/signal": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Sends a signal to a process and its process group. */
+        post: operations["signal_process"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/sandboxes/{id}/processes/{pid}/stdin": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Writes to a process's standard input (a background exec with `keep_stdin_open`), and closes
+         *     it with `close`.
+         */
+        post: operations["write_process_stdin"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/sandboxes/{id}/resume": {
         parameters: {
             query?: never;
@@ -833,6 +911,8 @@ export interface components {
             env?: {
                 [key: string]: string;
             };
+            /** @description With `background`: keep its standard input open for `…/processes/{pid}/stdin`. */
+            keep_stdin_open?: boolean;
             /** @description A shell line, run with `/bin/sh -c`. Give this or `command`. */
             shell?: string | null;
             /** @description Text given to the command's standard input (then closed). */
@@ -1309,6 +1389,51 @@ export interface components {
             /** @description Pass as `cursor` to get the next page; absent on the last page. */
             next_cursor?: string | null;
         };
+        /** @description `POST /v1/sandboxes/{id}/processes/{pid}/stdin`. */
+        ProcessInput: {
+            /** @description Close standard input afterwards. */
+            close?: boolean;
+            /** @description Text to write (UTF-8). Give this or `data_base64`. */
+            data?: string | null;
+            /** @description Bytes to write, base64. */
+            data_base64?: string | null;
+        };
+        /** @description A process started by exec (or the sandbox's workload), running or recently exited. */
+        ProcessView: {
+            /** @description The argument vector. */
+            argv: string[];
+            /** @description Working directory. */
+            cwd: string;
+            /**
+             * Format: int32
+             * @description Exit code, once it exited normally.
+             */
+            exit_code?: number | null;
+            /**
+             * Format: int32
+             * @description Process id inside the sandbox.
+             */
+            pid: number;
+            /** @description Whether it still runs. */
+            running: boolean;
+            /**
+             * Format: int32
+             * @description Signal that ended it.
+             */
+            signal?: number | null;
+            /**
+             * Format: date-time
+             * @description When it started.
+             */
+            started_at: string;
+            /**
+             * Format: int32
+             * @description Numeric user id.
+             */
+            uid: number;
+            /** @description Whether this is the sandbox's workload (its image command). */
+            workload: boolean;
+        };
         /** @description A project as the API shows it. */
         ProjectView: {
             /**
@@ -1500,6 +1625,11 @@ export interface components {
              * @description Seconds from now (of running time, if paused).
              */
             timeout_s: number;
+        };
+        /** @description `POST /v1/sandboxes/{id}/processes/{pid}/signal`. */
+        SignalProcess: {
+            /** @description `TERM`, `KILL`, `INT`, `HUP`, `QUIT`, `USR1`, `USR2`, `STOP`, `CONT`, or a number. */
+            signal: string;
         };
         /** @description `PATCH /v1/projects/{project}/wallet` (owners and administrators). */
         UpdateWallet: {
@@ -3294,6 +3424,171 @@ export interface operations {
             };
             /** @description Not running */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_processes: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Sandbox id or name */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Processes, oldest first */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProcessView"][];
+                };
+            };
+            /** @description Unknown sandbox */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not running */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    process_output: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Sandbox id or name */
+                id: string;
+                /** @description Process id */
+                pid: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The result, or NDJSON events */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ExecResult"];
+                };
+            };
+            /** @description Unknown sandbox or process */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    signal_process: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Sandbox id or name */
+                id: string;
+                /** @description Process id */
+                pid: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SignalProcess"];
+            };
+        };
+        responses: {
+            /** @description Sent */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Unknown signal */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unknown sandbox or process */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    write_process_stdin: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Sandbox id or name */
+                id: string;
+                /** @description Process id */
+                pid: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ProcessInput"];
+            };
+        };
+        responses: {
+            /** @description Written */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Bad input, or its stdin is not open */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unknown sandbox or process */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -10,6 +10,7 @@ mod extract;
 mod files;
 mod images;
 mod meta;
+mod processes;
 mod sandboxes;
 mod streams;
 
@@ -68,6 +69,10 @@ fn api() -> (Router<Arc<App>>, utoipa::openapi::OpenApi) {
         .routes(routes!(sandboxes::resume))
         .routes(routes!(sandboxes::set_timeout))
         .routes(routes!(sandboxes::exec))
+        .routes(routes!(processes::list))
+        .routes(routes!(processes::signal))
+        .routes(routes!(processes::stdin))
+        .routes(routes!(processes::output))
         .routes(routes!(files::list, files::remove))
         .routes(routes!(files::stat))
         .routes(routes!(files::download, files::upload))

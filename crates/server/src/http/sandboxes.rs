@@ -211,7 +211,7 @@ pub async fn exec(
         env: req.env.clone(),
         cwd: req.cwd.clone(),
         user: req.user.clone(),
-        stdin: req.stdin.is_some(),
+        stdin: req.stdin.is_some() || (req.background && req.keep_stdin_open),
         timeout_ms: req.timeout_s.map(|s| s * 1000),
         keep_on_disconnect: req.background,
         tag: None,
@@ -221,7 +221,9 @@ pub async fn exec(
     let mut session = client.exec(init_req).await?;
     if let Some(input) = &req.stdin {
         session.write_stdin(input.as_bytes()).await?;
-        session.close_stdin().await?;
+        if !(req.background && req.keep_stdin_open) {
+            session.close_stdin().await?;
+        }
     }
     if req.background {
         return Ok(axum::Json(ExecResult { pid: session.pid(), ..Default::default() }).into_response());
@@ -268,7 +270,11 @@ fn append_capped(buf: &mut Vec<u8>, b: &[u8]) {
 
 /// Streams an exec as newline-delimited JSON events. The exec's connection to init lives as
 /// long as the response body: a client that goes away ends the command.
-fn stream_exec(app: Arc<App>, mut session: sandpit_runtime::ExecSession, started: Instant) -> Response {
+pub(super) fn stream_exec(
+    app: Arc<App>,
+    mut session: sandpit_runtime::ExecSession,
+    started: Instant,
+) -> Response {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(16);
     let line = |ev: &ExecStreamEvent| {
         let mut v = serde_json::to_vec(ev).unwrap_or_default();
