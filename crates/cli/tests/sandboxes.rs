@@ -214,7 +214,10 @@ fn delete_is_idempotent_and_a_deleted_sandbox_is_gone() {
     let o = s.cli(&["get", "short-lived"]);
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
     assert_eq!(stderr(&o).trim(), "error: sandbox short-lived not found");
-    // By id, deleting again succeeds, and the sandbox shows as ended.
+    // Deleting again succeeds, by name as by id, and the sandbox shows as ended.
+    s.ok(&["delete", "short-lived"]);
+    let o = s.cli(&["delete", "never-existed"]);
+    assert!(!o.status.success() && stderr(&o).contains("not found"), "{}", show(&o));
     s.ok(&["delete", &id]);
     assert_eq!(s.json(&["get", &id])["state"], "terminated");
     let o = s.cli(&["exec", &id, "--", "true"]);

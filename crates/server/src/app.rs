@@ -535,8 +535,30 @@ impl App {
 
     /// `DELETE /v1/sandboxes/{id}`: idempotent.
     pub async fn delete(&self, caller: &Caller, id_or_name: &str) -> AppResult<()> {
-        let r = self.find(caller, id_or_name).await?;
-        self.delete_record(r.id, "deleted").await
+        match self.find(caller, id_or_name).await {
+            Ok(r) => self.delete_record(r.id, "deleted").await,
+            // By name, a sandbox that already ended is found among the ended ones: deleting it
+            // again succeeds, as by id.
+            Err(e) if self.ended_by_name(caller, id_or_name).await? => {
+                drop(e);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether the caller has an ended sandbox named `name`.
+    async fn ended_by_name(&self, caller: &Caller, name: &str) -> AppResult<bool> {
+        if sandpit_types::api::validate_name("name", name).is_err() {
+            return Ok(false);
+        }
+        let filter = SandboxFilter {
+            projects: caller.visible_projects(),
+            states: vec![SandboxState::Terminated, SandboxState::Failed],
+            metadata: Vec::new(),
+        };
+        let (page, _) = self.store.list_sandboxes(&filter, 1000, None).await?;
+        Ok(page.iter().any(|r| r.name.as_deref() == Some(name)))
     }
 
     /// Deletes a sandbox for `reason` (`deleted`, `timeout`, `retention`).
@@ -719,6 +741,13 @@ impl App {
             }
             None => caller.visible_projects(),
         };
+        if let Some(c) = cursor
+            && c.parse::<SandboxId>().is_err()
+        {
+            return Err(
+                ApiError::invalid("cursor", "cursor must be the next_cursor of a previous page").into()
+            );
+        }
         let filter = SandboxFilter { projects, states, metadata };
         let (rows, next) = self.store.list_sandboxes(&filter, limit, cursor).await?;
         let mut items = Vec::with_capacity(rows.len());

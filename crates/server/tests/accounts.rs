@@ -536,7 +536,7 @@ async fn another_projects_key_reaches_nothing_on_any_route() {
             let has_path_params = path.contains('{');
             let mut url = path.clone();
             url = url.replace("{id}", if path.starts_with("/v1/keys") { &victim_key_id } else { &victim_id });
-            url = url.replace("{project}", "default").replace("{user}", "admin");
+            url = url.replace("{project}", "default").replace("{user}", "admin").replace("{pid}", "1");
             let query_project = params.iter().any(|p| p["in"] == "query" && p["name"] == "project");
             let mut query = Vec::new();
             for p in &params {
@@ -562,6 +562,8 @@ async fn another_projects_key_reaches_nothing_on_any_route() {
                 ("post", "/v1/projects/{project}/wallet/credit") => Some(json!({"amount": "1"})),
                 ("post", "/v1/sandboxes/{id}/timeout") => Some(json!({"timeout_s": 60})),
                 ("post", "/v1/sandboxes/{id}/exec") => Some(json!({"command": ["true"]})),
+                ("post", "/v1/sandboxes/{id}/processes/{pid}/signal") => Some(json!({"signal": "TERM"})),
+                ("post", "/v1/sandboxes/{id}/processes/{pid}/stdin") => Some(json!({"data": "x"})),
                 ("post", "/v1/sandboxes/{id}/files/mkdir") => Some(json!({"path": "/tmp/x"})),
                 ("post", "/v1/sandboxes/{id}/files/move") => Some(json!({"from": "/tmp/a", "to": "/tmp/b"})),
                 ("post" | "put" | "patch", _) => Some(json!({})),

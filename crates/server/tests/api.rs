@@ -340,6 +340,16 @@ async fn background_processes_are_listed_fed_followed_and_signalled() {
     assert_eq!(out["signal"], 9, "{out}");
     let (_, procs) = s.call("GET", &format!("/v1/sandboxes/{id}/processes"), None).await;
     assert_eq!(find(&procs, sleeper).unwrap()["running"], false);
+    // Exited (still listed): 409; not a pid: 400 naming it; unknown: 404.
+    let (st, e) = s.call("POST", &signal, Some(json!({"signal": "TERM"}))).await;
+    assert_eq!(
+        (st, e["message"].as_str()),
+        (StatusCode::CONFLICT, Some(format!("process {sleeper} has exited").as_str()))
+    );
+    let (st, e) = s
+        .call("POST", &format!("/v1/sandboxes/{id}/processes/abc/signal"), Some(json!({"signal": "TERM"})))
+        .await;
+    assert_eq!((st, e["field"].as_str()), (StatusCode::BAD_REQUEST, Some("pid")), "{e}");
     // Unknown process.
     let (st, _) = s
         .call("POST", &format!("/v1/sandboxes/{id}/processes/999999/signal"), Some(json!({"signal": "TERM"})))
@@ -437,8 +447,13 @@ async fn lists_filter_by_state_metadata_and_project_and_paginate() {
     assert_eq!(paused["items"].as_array().unwrap().len(), 1);
     let (_, even) = s.call("GET", "/v1/sandboxes?metadata=group:even", None).await;
     assert_eq!(even["items"].as_array().unwrap().len(), 3);
-    let (_, none) = s.call("GET", "/v1/sandboxes?project=other", None).await;
-    assert_eq!(none["items"], json!([]));
+    // An unknown project is an error, not an empty list (as a project of someone else's).
+    let (st, none) = s.call("GET", "/v1/sandboxes?project=other", None).await;
+    assert_eq!((st, none["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")), "{none}");
+    let (_, mine) = s.call("GET", "/v1/sandboxes?project=default", None).await;
+    assert_eq!(mine["items"].as_array().unwrap().len(), 5);
+    let (st, bad) = s.call("GET", "/v1/sandboxes?cursor=zzz", None).await;
+    assert_eq!((st, bad["field"].as_str()), (StatusCode::BAD_REQUEST, Some("cursor")), "{bad}");
     let (st, bad) = s.call("GET", "/v1/sandboxes?state=sleeping", None).await;
     assert_eq!((st, bad["field"].as_str()), (StatusCode::BAD_REQUEST, Some("state")));
     // Pages of 2 cover everything once, newest first.

@@ -451,6 +451,12 @@ impl ExecRequest {
             _ => return Err(ApiError::invalid("command", "give exactly one of command and shell")),
         }
         crate::env::EnvVars::new(self.env.clone()).map_err(|e| ApiError::invalid("env", e.to_string()))?;
+        if self.keep_stdin_open && !self.background {
+            return Err(ApiError::invalid(
+                "keep_stdin_open",
+                "keep_stdin_open applies to background execs only",
+            ));
+        }
         if let Some(t) = self.timeout_s
             && (t == 0 || t > 24 * 3600)
         {

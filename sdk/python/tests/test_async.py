@@ -95,6 +95,59 @@ async def test_exec_callbacks(asandbox: AsyncSandbox) -> None:
     assert seen and seen[0] < 1.5 and errs == [b"b\n"] and r.exit_code == 1
 
 
+async def test_background_stdin_attach_and_wait(asandbox: AsyncSandbox) -> None:
+    pid = await asandbox.exec_background("cat", keep_stdin_open=True)
+    await asandbox.send_stdin(pid, "hello\n")
+    await asandbox.send_stdin(pid, b"\x00\xffbytes\n")
+    assert [p.running for p in await asandbox.processes() if p.pid == pid] == [True]
+    await asandbox.close_stdin(pid)
+    stream = await asandbox.attach(pid)
+    assert stream.pid == pid
+    async with stream:
+        data = b"".join([c.data async for c in stream])
+    assert data == b"hello\n\x00\xffbytes\n" and stream.exit_code == 0
+    result = await asandbox.wait_process(pid)
+    assert result.exit_code == 0 and result.stdout.startswith("hello\n")
+    pid = await asandbox.exec_background(["cat"], keep_stdin_open=True)
+    await asandbox.send_stdin(pid, "x", close=True)
+    assert (await asandbox.wait_process(pid)).stdout == "x"
+
+
+async def test_attach_streams_before_exit(asandbox: AsyncSandbox) -> None:
+    pid = await asandbox.exec_background(["sh", "-c", "echo one; sleep 1; echo two; exit 3"])
+    stream = await asandbox.attach(pid)
+    seen = []
+    async for chunk in stream:
+        seen.append((chunk.text, stream.done))
+    assert [t for t, _ in seen] == ["one\n", "two\n"]
+    assert seen[0][1] is False  # "one" arrived while the command still ran
+    assert stream.exit_code == 3
+    result = await (await asandbox.attach(pid)).wait()
+    assert (result.exit_code, result.stdout) == (3, "one\ntwo\n")
+
+
+async def test_processes_signal_and_errors(asandbox: AsyncSandbox) -> None:
+    pid = await asandbox.exec_background("sleep 600")
+    [info] = [p for p in await asandbox.processes() if p.pid == pid]
+    assert info.running and info.signal is None and not info.workload
+    await asandbox.signal(pid, "KILL")
+    result = await asandbox.wait_process(pid)
+    assert result.signal == 9 and result.exit_code is None
+    [info] = [p for p in await asandbox.processes() if p.pid == pid]
+    assert not info.running and info.signal == 9
+    with pytest.raises(sandpit.InvalidRequest) as bad:
+        await asandbox.signal(pid, "BOGUS")
+    assert bad.value.field == "signal"
+    with pytest.raises(sandpit.NotFound):
+        await asandbox.signal(999_999)
+    with pytest.raises(sandpit.NotFound):
+        await asandbox.send_stdin(999_999, "x")
+    with pytest.raises(sandpit.NotFound):
+        await asandbox.attach(999_999)
+    with pytest.raises(sandpit.NotFound):
+        await asandbox.wait_process(999_999)
+
+
 async def test_files(asandbox: AsyncSandbox, tmp_path: Path) -> None:
     files = asandbox.files
     blob = os.urandom(4 * 1024 * 1024 + 3)

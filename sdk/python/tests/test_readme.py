@@ -33,6 +33,8 @@ EXPECTED = [
     ["running", "first\n", "second\n", "exit code 0", "some data", "file /root/note.txt 10", "per hour"],
     # The async example.
     ["1\n2\n3\nexit code 0"],
+    # Background processes.
+    ["HELLO, PROCESS\n", "tick 1\ntick 2\ntick 3\nexit code 0", "'sleep 600'], True)]", "signal 9"],
     # Errors.
     ["404 not_found sandbox no-such-sandbox not found", "invalid_input cpu"],
 ]

@@ -209,15 +209,16 @@ def test_exec_callbacks_stream(sandbox: Sandbox) -> None:
 
 
 def test_exec_stream_close_early_ends_command(sandbox: Sandbox) -> None:
-    # The server notices the closed connection when the command next writes output (a silent
-    # command runs on until it exits).
-    with sandbox.exec_stream("while true; do echo tick; sleep 0.2; done") as s:
-        assert next(iter(s)).text == "tick\n"
-        pid = s.pid
-    deadline = time.monotonic() + 10
-    while sandbox.exec(f"kill -0 {pid}").ok and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not sandbox.exec(f"kill -0 {pid}").ok
+    # Closing the stream ends the command at once, a silent one too (not at its next output).
+    for line in ("while true; do echo tick; sleep 0.2; done", "echo tick; exec sleep 600"):
+        with sandbox.exec_stream(line) as s:
+            assert next(iter(s)).text == "tick\n"
+            pid = s.pid
+        closed = time.monotonic()
+        while sandbox.exec(f"kill -0 {pid}").ok and time.monotonic() < closed + 10:
+            time.sleep(0.2)
+        assert not sandbox.exec(f"kill -0 {pid}").ok
+        assert time.monotonic() - closed < 5, line
 
 
 def test_exec_background(sandbox: Sandbox) -> None:
@@ -225,6 +226,111 @@ def test_exec_background(sandbox: Sandbox) -> None:
     assert pid > 0
     assert sandbox.exec(f"kill -0 {pid}").ok  # it keeps running
     sandbox.exec(f"kill {pid}")
+
+
+# -- processes --------------------------------------------------------------------------------
+
+
+def test_background_stdin_attach_and_wait(sandbox: Sandbox) -> None:
+    pid = sandbox.exec_background(["cat"], keep_stdin_open=True)
+    assert pid > 0
+    sandbox.send_stdin(pid, "hello ")
+    sandbox.send_stdin(pid, b"\xc3\xa9t\xc3\xa9\n")  # bytes travel as base64
+    [info] = [p for p in sandbox.processes() if p.pid == pid]
+    assert info.running and info.argv == ["cat"] and not info.workload
+    sandbox.close_stdin(pid)
+    with sandbox.attach(pid) as stream:
+        assert stream.pid == pid
+        text = b"".join(c.data for c in stream).decode()
+    assert text == "hello \u00e9t\u00e9\n" and stream.exit_code == 0
+    result = sandbox.wait_process(pid)
+    assert (result.pid, result.exit_code, result.stdout) == (pid, 0, "hello \u00e9t\u00e9\n")
+    with pytest.raises(sandpit.InvalidRequest):
+        sandbox.send_stdin(pid, "too late")  # its stdin is closed
+    # Initial stdin, then more, closing in the same call; wait() on an attached stream.
+    pid = sandbox.exec_background("cat", stdin="first\n", keep_stdin_open=True)
+    sandbox.send_stdin(pid, "second\n", close=True)
+    assert sandbox.attach(pid).wait().stdout == "first\nsecond\n"
+    # Without keep_stdin_open there is no stdin to write to.
+    pid = sandbox.exec_background("sleep 30")
+    with pytest.raises(sandpit.InvalidRequest):
+        sandbox.send_stdin(pid, "x")
+    sandbox.signal(pid)
+
+
+def test_attach_streams_before_exit(sandbox: Sandbox) -> None:
+    pid = sandbox.exec_background("echo one; sleep 1; echo two; exit 3")
+    seen = []
+    with sandbox.attach(pid) as stream:
+        for chunk in stream:
+            seen.append((chunk.text, stream.done))
+    assert [t for t, _ in seen] == ["one\n", "two\n"]
+    assert seen[0][1] is False  # "one" arrived while the command still ran
+    assert stream.done and stream.exit_code == 3 and stream.signal is None
+    # Its output stays available for a while after it exited.
+    result = sandbox.wait_process(pid)
+    assert (result.exit_code, result.stdout) == (3, "one\ntwo\n")
+    assert sandbox.attach(pid).wait().exit_code == 3
+
+
+def test_closing_attach_leaves_process_running(sandbox: Sandbox) -> None:
+    pid = sandbox.exec_background("while true; do echo tick; sleep 0.2; done")
+    with sandbox.attach(pid) as stream:
+        assert next(iter(stream)).text == "tick\n"
+    time.sleep(0.5)
+    [info] = [p for p in sandbox.processes() if p.pid == pid]
+    assert info.running
+    sandbox.signal(pid, 15)
+    result = sandbox.wait_process(pid)
+    assert result.exit_code is None and result.signal == 15
+
+
+def test_processes_and_signal(sandbox: Sandbox) -> None:
+    pid = sandbox.exec_background("sleep 600")
+    procs = {p.pid: p for p in sandbox.processes()}
+    info = procs[pid]
+    assert isinstance(info, sandpit.ProcessInfo)
+    assert info.running and not info.workload and info.exit_code is None and info.signal is None
+    assert info.argv == ["/bin/sh", "-c", "sleep 600"] and info.uid == 0 and info.cwd
+    assert info.started_at.tzinfo is not None
+    assert abs((datetime.now(timezone.utc) - info.started_at).total_seconds()) < 60
+    sandbox.signal(pid, "KILL")
+    deadline = time.monotonic() + 10
+    while True:
+        info = {p.pid: p for p in sandbox.processes()}[pid]
+        if not info.running or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert not info.running and info.signal == 9 and info.exit_code is None
+    with pytest.raises(sandpit.InvalidRequest) as bad:
+        sandbox.signal(pid, "BOGUS")
+    assert bad.value.field == "signal" and bad.value.status == 400
+
+
+def test_process_errors(sandbox: Sandbox) -> None:
+    pid = sandbox.exec_background("sleep 600")
+    with pytest.raises(sandpit.InvalidRequest) as bad:
+        sandbox.signal(pid, "NOPE")
+    assert (bad.value.code, bad.value.field) == ("invalid_input", "signal")
+    unknown = 999_999
+    with pytest.raises(sandpit.NotFound):
+        sandbox.signal(unknown)
+    with pytest.raises(sandpit.NotFound):
+        sandbox.send_stdin(unknown, "x")
+    with pytest.raises(sandpit.NotFound):
+        sandbox.close_stdin(unknown)
+    with pytest.raises(sandpit.NotFound):
+        sandbox.attach(unknown)
+    with pytest.raises(sandpit.NotFound):
+        sandbox.wait_process(unknown)
+    sandbox.signal(pid, "SIGKILL")
+    assert sandbox.wait_process(pid).signal == 9
+
+
+def test_workload_is_listed(client: Client, run_tag: Dict[str, str]) -> None:
+    with client.create(metadata=run_tag, command=["sleep", "600"]) as sb:
+        [workload] = [p for p in sb.processes() if p.workload]
+        assert workload.argv == ["sleep", "600"] and workload.running
 
 
 # -- files ------------------------------------------------------------------------------------

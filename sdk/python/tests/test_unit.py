@@ -126,6 +126,48 @@ def test_request_building() -> None:
         core.usage(datetime(2026, 1, 1))
 
 
+def test_process_requests() -> None:
+    import signal
+
+    assert core.exec_body("cat", background=True, keep_stdin_open=True) == {
+        "shell": "cat", "background": True, "keep_stdin_open": True,
+    }
+    with pytest.raises(ValueError):
+        core.exec_body("cat", keep_stdin_open=True)
+    assert core.list_processes("s").req.path == "/v1/sandboxes/s/processes"
+    sig = core.signal_process("s", 12, "KILL").req
+    assert (sig.method, sig.path, sig.json) == ("POST", "/v1/sandboxes/s/processes/12/signal", {"signal": "KILL"})
+    assert core.signal_process("s", 12, 9).req.json == {"signal": "9"}
+    assert core.signal_process("s", 12, signal.SIGTERM).req.json == {"signal": "15"}
+    with pytest.raises(TypeError):
+        core.signal_process("s", 12, True)
+    with pytest.raises(TypeError):
+        core.signal_process("s", "12", "TERM")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        core.signal_process("s", -1, "TERM")
+    assert core.process_stdin("s", 3, "h\u00e9").req.json == {"data": "h\u00e9"}
+    assert core.process_stdin("s", 3, b"\x00\xff", close=True).req.json == {"data_base64": "AP8=", "close": True}
+    assert core.process_stdin("s", 3, None, close=True).req.json == {"close": True}
+    with pytest.raises(ValueError):
+        core.process_stdin("s", 3, None)
+    out = core.process_output_req("s", 3)
+    assert (out.method, out.path, out.headers["Accept"], out.long) == (
+        "GET", "/v1/sandboxes/s/processes/3/output", "application/x-ndjson", True,
+    )
+    assert core.process_wait("s", 3).req.headers["Accept"] == "application/json"
+
+
+def test_process_info() -> None:
+    p = sandpit.ProcessInfo.from_dict({
+        "pid": 33, "argv": ["/bin/sh", "-c", "sleep 600"], "cwd": "/root", "uid": 0,
+        "started_at": "2026-11-28T22:55:58.474Z", "workload": False, "running": False,
+        "exit_code": None, "signal": 9, "later": True,
+    })
+    assert (p.pid, p.argv, p.running, p.exit_code, p.signal) == (33, ["/bin/sh", "-c", "sleep 600"], False, None, 9)
+    assert p.started_at == datetime(2026, 11, 28, 22, 55, 58, 474000, tzinfo=timezone.utc)
+    assert p.raw["later"] is True
+
+
 # -- errors -----------------------------------------------------------------------------------
 
 

@@ -620,9 +620,10 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * Follows a process: its output not yet dropped from init's buffer, then what it writes, until
-         *     it exits; as NDJSON events (`Accept: application/x-ndjson`, like a streamed exec) or, waiting
-         *     for the end, as one result. Leaving does not stop the process.
+         * Follows a process: the part of its output init still buffers (the latest, when it wrote
+         *     much), then what it writes, until it exits; as NDJSON events (`Accept: application/x-ndjson`, like a streamed exec) or, waiting
+         *     for the end, as one result. Leaving does not stop the process. The workload's output goes to
+         *     the sandbox's logs, not here.
          */
         get: operations["process_output"];
         put?: never;

@@ -16,7 +16,29 @@ use time::OffsetDateTime;
 use super::extract::ApiJson;
 use crate::app::App;
 use crate::auth::Caller;
-use crate::error::AppResult;
+use crate::error::{AppError, AppResult};
+
+/// A pid from the path, or a 400 naming it.
+fn pid_of(pid: &str) -> Result<u32, AppError> {
+    pid.parse().map_err(|_| ApiError::invalid("pid", format!("{pid:?} is not a process id")).into())
+}
+
+/// What init answers about a process, worded for the API: an unknown pid is 404, one that
+/// already exited (and is still listed) 409.
+fn process_error(e: sandpit_runtime::RuntimeError, pid: u32) -> AppError {
+    use sandpit_init::protocol::ErrorCode;
+    match e {
+        sandpit_runtime::RuntimeError::Init { code: ErrorCode::NoSuchProcess, message }
+            if message.contains("exited") =>
+        {
+            ApiError::Conflict { field: "pid".into(), message: format!("process {pid} has exited") }.into()
+        }
+        sandpit_runtime::RuntimeError::Init { code: ErrorCode::NoSuchProcess, .. } => {
+            ApiError::NotFound { what: "process", id: pid.to_string() }.into()
+        }
+        other => other.into(),
+    }
+}
 
 /// The processes of a running sandbox: those exec started (running, or exited not long ago)
 /// and its workload.
@@ -60,12 +82,17 @@ pub async fn list(
 pub async fn signal(
     State(app): State<Arc<App>>,
     caller: Caller,
-    Path((id, pid)): Path<(String, u32)>,
+    Path((id, pid)): Path<(String, String)>,
     ApiJson(req): ApiJson<SignalProcess>,
 ) -> AppResult<StatusCode> {
+    let pid = pid_of(&pid)?;
     let signal = req.number()?;
     let r = app.find(&caller, &id).await?;
-    app.init(&r).await?.signal(ProcSelector::Pid(pid), signal, true).await?;
+    app.init(&r)
+        .await?
+        .signal(ProcSelector::Pid(pid), signal, true)
+        .await
+        .map_err(|e| process_error(e, pid))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -80,9 +107,10 @@ pub async fn signal(
 pub async fn stdin(
     State(app): State<Arc<App>>,
     caller: Caller,
-    Path((id, pid)): Path<(String, u32)>,
+    Path((id, pid)): Path<(String, String)>,
     ApiJson(req): ApiJson<ProcessInput>,
 ) -> AppResult<StatusCode> {
+    let pid = pid_of(&pid)?;
     let data = match (&req.data, &req.data_base64) {
         (Some(t), None) => t.clone().into_bytes(),
         (None, Some(b)) => base64::engine::general_purpose::STANDARD
@@ -94,17 +122,18 @@ pub async fn stdin(
     let r = app.find(&caller, &id).await?;
     let init = app.init(&r).await?;
     if !data.is_empty() {
-        init.write_stdin(ProcSelector::Pid(pid), &data).await?;
+        init.write_stdin(ProcSelector::Pid(pid), &data).await.map_err(|e| process_error(e, pid))?;
     }
     if req.close {
-        init.close_stdin(ProcSelector::Pid(pid)).await?;
+        init.close_stdin(ProcSelector::Pid(pid)).await.map_err(|e| process_error(e, pid))?;
     }
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Follows a process: its output not yet dropped from init's buffer, then what it writes, until
-/// it exits; as NDJSON events (`Accept: application/x-ndjson`, like a streamed exec) or, waiting
-/// for the end, as one result. Leaving does not stop the process.
+/// Follows a process: the part of its output init still buffers (the latest, when it wrote
+/// much), then what it writes, until it exits; as NDJSON events (`Accept: application/x-ndjson`, like a streamed exec) or, waiting
+/// for the end, as one result. Leaving does not stop the process. The workload's output goes to
+/// the sandbox's logs, not here.
 #[utoipa::path(get, path = "/v1/sandboxes/{id}/processes/{pid}/output", tag = "exec", operation_id = "process_output",
     params(("id" = String, Path, description = "Sandbox id or name"), ("pid" = u32, Path, description = "Process id")),
     responses((status = 200, description = "The result, or NDJSON events", body = ExecResult),
@@ -112,11 +141,13 @@ pub async fn stdin(
 pub async fn output(
     State(app): State<Arc<App>>,
     caller: Caller,
-    Path((id, pid)): Path<(String, u32)>,
+    Path((id, pid)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> AppResult<Response> {
+    let pid = pid_of(&pid)?;
     let r = app.find(&caller, &id).await?;
-    let session = app.init(&r).await?.attach(ProcSelector::Pid(pid), false).await?;
+    let session =
+        app.init(&r).await?.attach(ProcSelector::Pid(pid), false).await.map_err(|e| process_error(e, pid))?;
     let streaming = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())

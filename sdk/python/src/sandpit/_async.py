@@ -32,7 +32,7 @@ import httpx
 
 from . import _core as core
 from ._base import DEFAULT_TIMEOUT, _ClientConfig, _SandboxBase
-from ._core import CommandSpec, GpuSpec, ImageSpec, Req, Seconds, TimeBound
+from ._core import CommandSpec, GpuSpec, ImageSpec, Req, Seconds, SignalSpec, TimeBound
 from ._streams import AsyncEventStream, AsyncExecStream, AsyncLogStream
 from .errors import NotFound, StreamError
 from .types import (
@@ -47,6 +47,7 @@ from .types import (
     Me,
     OutputChunk,
     Page,
+    ProcessInfo,
     Usage,
     Wallet,
 )
@@ -335,7 +336,9 @@ class AsyncSandbox(_SandboxBase):
         timeout_s: Optional[Seconds] = None,
         keep_output: bool = True,
     ) -> AsyncExecStream:
-        """Starts a command; ``async for chunk in await sb.exec_stream(...)``."""
+        """Starts a command; ``async for chunk in await sb.exec_stream(...)``. Closing the
+        stream before the command exits ends the command at once (see
+        :meth:`sandpit.Sandbox.exec_stream`)."""
         body = core.exec_body(command, env=env, cwd=cwd, user=user, stdin=stdin, timeout_s=timeout_s)
         return await self._open_exec(body, keep_output)
 
@@ -348,11 +351,55 @@ class AsyncSandbox(_SandboxBase):
         user: Optional[str] = None,
         stdin: Union[None, str, bytes] = None,
         timeout_s: Optional[Seconds] = None,
+        keep_stdin_open: bool = False,
     ) -> int:
+        """Starts a command that keeps running; returns its pid. Its output is kept by the
+        server: follow it with :meth:`attach` or :meth:`wait_process`. With
+        ``keep_stdin_open`` its standard input stays open for :meth:`send_stdin`. See
+        :meth:`sandpit.Sandbox.exec_background`."""
         body = core.exec_body(
-            command, env=env, cwd=cwd, user=user, stdin=stdin, timeout_s=timeout_s, background=True
+            command,
+            env=env,
+            cwd=cwd,
+            user=user,
+            stdin=stdin,
+            timeout_s=timeout_s,
+            background=True,
+            keep_stdin_open=keep_stdin_open,
         )
         return (await self._client._send(core.exec_call(self.id, body))).pid
+
+    # -- processes --------------------------------------------------------------------------
+
+    async def processes(self) -> List[ProcessInfo]:
+        """The sandbox's processes, oldest first; see :meth:`sandpit.Sandbox.processes`."""
+        return await self._client._send(core.list_processes(self.id))
+
+    async def signal(self, pid: int, signal: SignalSpec = "TERM") -> None:
+        """Sends a signal (a name such as ``"KILL"``, or a number) to a process and its process
+        group; see :meth:`sandpit.Sandbox.signal`."""
+        await self._client._send(core.signal_process(self.id, pid, signal))
+
+    async def send_stdin(self, pid: int, data: Union[str, bytes], *, close: bool = False) -> None:
+        """Writes to a process's open standard input, closing it after with ``close=True``; see
+        :meth:`sandpit.Sandbox.send_stdin`."""
+        await self._client._send(core.process_stdin(self.id, pid, data, close))
+
+    async def close_stdin(self, pid: int) -> None:
+        """Closes a process's standard input."""
+        await self._client._send(core.process_stdin(self.id, pid, None, True))
+
+    async def attach(self, pid: int, *, keep_output: bool = True) -> AsyncExecStream:
+        """Follows a process's output (buffered since its start, then live) until it exits:
+        ``async for chunk in await sb.attach(pid)``, ``await stream.wait()``. Closing the
+        stream leaves the process running; see :meth:`sandpit.Sandbox.attach`."""
+        stream = AsyncExecStream(await self._client._open(core.process_output_req(self.id, pid)), keep_output)
+        return await stream._start()
+
+    async def wait_process(self, pid: int) -> ExecResult:
+        """Waits until a process exits and returns its result; see
+        :meth:`sandpit.Sandbox.wait_process`."""
+        return await self._client._send(core.process_wait(self.id, pid))
 
     # -- logs and events --------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ only differ in how they send a ``Call`` (and read streams), so no operation is w
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -42,6 +43,7 @@ from .types import (
     LogsPage,
     Me,
     OutputChunk,
+    ProcessInfo,
     SandboxData,
     SandboxEvent,
     Usage,
@@ -62,6 +64,10 @@ CommandSpec = Union[str, Sequence[str]]
 Seconds = Union[int, float, timedelta]
 #: A time bound for usage: a date, an aware datetime, or a string the API accepts.
 TimeBound = Union[str, date, datetime]
+#: A signal: a name (``"TERM"``, ``"KILL"``, ``"INT"``, ``"HUP"``, ``"QUIT"``, ``"USR1"``,
+#: ``"USR2"``, ``"STOP"``, ``"CONT"``, with or without ``SIG``) or a number (``9``,
+#: ``signal.SIGKILL``).
+SignalSpec = Union[str, int]
 
 USER_AGENT = f"sandpit-python/{__version__}"
 NDJSON = "application/x-ndjson"
@@ -282,7 +288,10 @@ def exec_body(
     stdin: Union[None, str, bytes] = None,
     timeout_s: Optional[Seconds] = None,
     background: bool = False,
+    keep_stdin_open: bool = False,
 ) -> Dict[str, Any]:
+    if keep_stdin_open and not background:
+        raise ValueError("keep_stdin_open applies to background commands only")
     body = command_fields(command)
     if env is not None:
         body["env"] = _str_dict(env)
@@ -297,6 +306,8 @@ def exec_body(
         body["timeout_s"] = seconds(timeout_s)
     if background:
         body["background"] = True
+    if keep_stdin_open:
+        body["keep_stdin_open"] = True
     return body
 
 
@@ -306,6 +317,67 @@ def exec_call(sandbox_id: str, body: Dict[str, Any]) -> Call[ExecResult]:
 
 def exec_stream_req(sandbox_id: str, body: Dict[str, Any]) -> Req:
     return Req("POST", sandbox_path(sandbox_id, "/exec"), json=body, headers={"Accept": NDJSON}, long=True)
+
+
+# Processes.
+
+
+def process_path(sandbox_id: str, pid: int, rest: str) -> str:
+    if isinstance(pid, bool) or not isinstance(pid, int):
+        raise TypeError(f"a pid is an int, got {pid!r}")
+    if pid < 0:
+        raise ValueError(f"a pid is not negative, got {pid}")
+    return sandbox_path(sandbox_id, f"/processes/{pid}{rest}")
+
+
+def list_processes(sandbox_id: str) -> Call[List[ProcessInfo]]:
+    return Call(
+        Req("GET", sandbox_path(sandbox_id, "/processes")), lambda v: [ProcessInfo.from_dict(p) for p in _array(v)]
+    )
+
+
+def signal_name(sig: SignalSpec) -> str:
+    """A signal as the API takes it: the name as given, a number (``signal.Signals`` too) as
+    its decimal string. The server checks it."""
+    if isinstance(sig, bool):
+        raise TypeError(f"expected a signal name or number, got {sig!r}")
+    if isinstance(sig, int):
+        return str(int(sig))
+    if isinstance(sig, str):
+        return sig
+    raise TypeError(f"expected a signal name or number, got {sig!r}")
+
+
+def signal_process(sandbox_id: str, pid: int, sig: SignalSpec) -> Call[None]:
+    req = Req("POST", process_path(sandbox_id, pid, "/signal"), json={"signal": signal_name(sig)})
+    return Call(req, _none)
+
+
+def process_stdin(
+    sandbox_id: str, pid: int, data: Union[None, str, bytes, bytearray, memoryview], close: bool = False
+) -> Call[None]:
+    """Text goes as ``data``, bytes as ``data_base64`` (so any bytes arrive exactly)."""
+    body: Dict[str, Any] = {}
+    if isinstance(data, str):
+        body["data"] = data
+    elif isinstance(data, (bytes, bytearray, memoryview)):
+        body["data_base64"] = base64.b64encode(bytes(data)).decode("ascii")
+    elif data is not None:
+        raise TypeError(f"stdin data is str or bytes, got {type(data).__name__}")
+    elif not close:
+        raise ValueError("give data to write, or close=True")
+    if close:
+        body["close"] = True
+    return Call(Req("POST", process_path(sandbox_id, pid, "/stdin"), json=body, long=True), _none)
+
+
+def process_output_req(sandbox_id: str, pid: int) -> Req:
+    return Req("GET", process_path(sandbox_id, pid, "/output"), headers={"Accept": NDJSON}, long=True)
+
+
+def process_wait(sandbox_id: str, pid: int) -> Call[ExecResult]:
+    req = Req("GET", process_path(sandbox_id, pid, "/output"), headers={"Accept": "application/json"}, long=True)
+    return Call(req, ExecResult.from_dict)
 
 
 def logs_page(sandbox_id: str, offset: int = 0, limit_bytes: Optional[int] = None) -> Call[LogsPage]:

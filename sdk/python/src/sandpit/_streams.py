@@ -45,7 +45,8 @@ class _Decoder(Generic[T]):
 
 class _SyncStream(Generic[T]):
     """Items decoded from a streamed answer, pulled as they arrive; closes the answer when done
-    (or when closed early: for an exec, that ends the command)."""
+    (or when closed early: for a streamed exec, that ends the command; for an attached process,
+    it does not)."""
 
     _what = "stream"
 
@@ -197,13 +198,15 @@ class _ExecProps:
 
 
 class ExecStream(_ExecProps, _SyncStream[OutputChunk]):
-    """A running command's output, chunk by chunk as it is produced.
+    """A running command's output, chunk by chunk as it is produced (from
+    :meth:`Sandbox.exec_stream <sandpit.Sandbox.exec_stream>` or
+    :meth:`Sandbox.attach <sandpit.Sandbox.attach>`).
 
     Iterate it for :class:`~sandpit.OutputChunk` objects (``stream`` is ``"stdout"`` or
     ``"stderr"``); once it is exhausted ``exit_code`` (or ``signal``) is set. :meth:`wait` reads
     the rest and returns an :class:`~sandpit.ExecResult` with all the output (unless the stream
-    was opened with ``keep_output=False``). Closing the stream early ends the command (the
-    server notices when the command next writes output).
+    was opened with ``keep_output=False``). Closing the stream of an ``exec_stream`` early ends
+    the command at once; closing one from ``attach`` leaves the process running.
     """
 
     _what = "exec stream"
@@ -237,6 +240,7 @@ class AsyncExecStream(_ExecProps, _AsyncStream[OutputChunk]):
         return self
 
     async def wait(self) -> ExecResult:
+        """Reads until the command exits and returns its result."""
         async for _ in self:
             pass
         return self._dec.result()

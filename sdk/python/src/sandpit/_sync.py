@@ -25,7 +25,7 @@ import httpx
 
 from . import _core as core
 from ._base import DEFAULT_TIMEOUT, _ClientConfig, _SandboxBase
-from ._core import CommandSpec, GpuSpec, ImageSpec, Req, Seconds, TimeBound
+from ._core import CommandSpec, GpuSpec, ImageSpec, Req, Seconds, SignalSpec, TimeBound
 from ._streams import EventStream, ExecStream, LogStream
 from .errors import NotFound, StreamError
 from .types import (
@@ -40,6 +40,7 @@ from .types import (
     Me,
     OutputChunk,
     Page,
+    ProcessInfo,
     Usage,
     Wallet,
 )
@@ -385,8 +386,9 @@ class Sandbox(_SandboxBase):
                     print(chunk.stream, chunk.text, end="")
             print(s.exit_code)
 
-        Closing the stream before the command exits ends the command (the server notices
-        when the command next writes output).
+        Closing the stream (or leaving the ``with`` block) before the command exits ends the
+        command at once, with its process group. For a command that should outlive the
+        stream, use :meth:`exec_background` and :meth:`attach`.
         """
         body = core.exec_body(command, env=env, cwd=cwd, user=user, stdin=stdin, timeout_s=timeout_s)
         return ExecStream(self._client._open(core.exec_stream_req(self.id, body)), keep_output)
@@ -400,13 +402,80 @@ class Sandbox(_SandboxBase):
         user: Optional[str] = None,
         stdin: Union[None, str, bytes] = None,
         timeout_s: Optional[Seconds] = None,
+        keep_stdin_open: bool = False,
     ) -> int:
         """Starts a command that keeps running after this call returns; returns its pid.
-        (Its output is not kept: redirect it to a file.)"""
+
+        The server keeps the command's output: follow it with :meth:`attach` (a stream, from
+        what is still buffered since the start) or wait for the result with
+        :meth:`wait_process`; :meth:`processes` lists it and :meth:`signal` stops it.
+
+        ``stdin`` is written to its standard input, which is then closed, unless
+        ``keep_stdin_open``: then it stays open for :meth:`send_stdin` (close it with
+        :meth:`close_stdin` or ``send_stdin(..., close=True)``)::
+
+            pid = sb.exec_background("cat", keep_stdin_open=True)
+            sb.send_stdin(pid, "hello\n", close=True)
+            print(sb.wait_process(pid).stdout)    # hello
+        """
         body = core.exec_body(
-            command, env=env, cwd=cwd, user=user, stdin=stdin, timeout_s=timeout_s, background=True
+            command,
+            env=env,
+            cwd=cwd,
+            user=user,
+            stdin=stdin,
+            timeout_s=timeout_s,
+            background=True,
+            keep_stdin_open=keep_stdin_open,
         )
         return self._client._send(core.exec_call(self.id, body)).pid
+
+    # -- processes --------------------------------------------------------------------------
+
+    def processes(self) -> List[ProcessInfo]:
+        """The sandbox's processes, oldest first: its workload and those exec started,
+        running or exited not long ago (``running``, ``exit_code``, ``signal``)."""
+        return self._client._send(core.list_processes(self.id))
+
+    def signal(self, pid: int, signal: SignalSpec = "TERM") -> None:
+        """Sends a signal to a process and its process group: a name (``"TERM"``, ``"KILL"``,
+        ``"INT"``, ``"HUP"``, ``"QUIT"``, ``"USR1"``, ``"USR2"``, ``"STOP"``, ``"CONT"``) or a
+        number. An unknown name raises :class:`~sandpit.InvalidRequest` (``field`` ``"signal"``),
+        an unknown pid :class:`~sandpit.NotFound`."""
+        self._client._send(core.signal_process(self.id, pid, signal))
+
+    def send_stdin(self, pid: int, data: Union[str, bytes], *, close: bool = False) -> None:
+        """Writes to the standard input of a process started with
+        ``exec_background(..., keep_stdin_open=True)``; text is sent as UTF-8, bytes exactly.
+        ``close=True`` closes its standard input afterwards (the process sees end of file).
+        A process whose standard input is not open raises :class:`~sandpit.InvalidRequest`."""
+        self._client._send(core.process_stdin(self.id, pid, data, close))
+
+    def close_stdin(self, pid: int) -> None:
+        """Closes a process's standard input (see :meth:`send_stdin`)."""
+        self._client._send(core.process_stdin(self.id, pid, None, True))
+
+    def attach(self, pid: int, *, keep_output: bool = True) -> ExecStream:
+        """Follows a process's output as an :class:`ExecStream`, as :meth:`exec_stream` does:
+        first what the server still buffers of it since it started, then what it writes, until
+        it exits (``exit_code`` then set; :meth:`ExecStream.wait` gives the result)::
+
+            pid = sb.exec_background("for i in 1 2 3; do echo $i; sleep 1; done")
+            with sb.attach(pid) as stream:
+                for chunk in stream:
+                    print(chunk.text, end="")
+            print(stream.exit_code)
+
+        Unlike an :meth:`exec_stream`, closing this stream leaves the process running; it can
+        be attached to again, also for a while after it exited. An unknown pid raises
+        :class:`~sandpit.NotFound`. (The workload's output goes to :meth:`logs`, not here.)
+        """
+        return ExecStream(self._client._open(core.process_output_req(self.id, pid)), keep_output)
+
+    def wait_process(self, pid: int) -> ExecResult:
+        """Waits until a process exits and returns its :class:`ExecResult`, with the output the
+        server still buffers of it (for a process that already exited not long ago, at once)."""
+        return self._client._send(core.process_wait(self.id, pid))
 
     # -- logs and events --------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ __all__ = [
     "Page",
     "ExecResult",
     "OutputChunk",
+    "ProcessInfo",
     "FileEntry",
     "LogEntry",
     "LogsPage",
@@ -274,7 +275,8 @@ class Page(Generic[T]):
 @dataclass
 class ExecResult:
     """The result of a command (``ExecResult``). ``exit_code`` is ``None`` when a signal ended it
-    (see ``signal``) and for background commands, whose ``stdout``/``stderr`` are empty."""
+    (see ``signal``). (The raw answer to a background exec, which only carries the ``pid``, is
+    one too; :meth:`~sandpit.Sandbox.wait_process` gives a background command's real result.)"""
 
     pid: int
     exit_code: Optional[int]
@@ -320,6 +322,46 @@ class OutputChunk:
     @classmethod
     def from_event(cls, stream: str, d: Mapping[str, Any]) -> "OutputChunk":
         return cls(stream=stream, data=base64.b64decode(_str(d, "data")))
+
+
+@dataclass
+class ProcessInfo:
+    """A process of a running sandbox (``ProcessView``): one started by exec (running, or exited
+    not long ago) or the sandbox's workload (its image command, ``workload=True``)."""
+
+    pid: int
+    """Process id inside the sandbox (what :meth:`~sandpit.Sandbox.signal`,
+    :meth:`~sandpit.Sandbox.attach` and the like take)."""
+    argv: List[str]
+    """The argument vector (a shell line shows as ``["/bin/sh", "-c", line]``)."""
+    cwd: str
+    uid: int
+    """The numeric user id it runs as."""
+    started_at: datetime
+    workload: bool
+    """Whether this is the sandbox's workload (its image command) rather than an exec."""
+    running: bool
+    exit_code: Optional[int] = None
+    """The exit code, once it exited normally."""
+    signal: Optional[int] = None
+    """The signal that ended it, if one did (``9`` for ``KILL``)."""
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, v: Any) -> "ProcessInfo":
+        d = _obj(v)
+        return cls(
+            pid=_int(d, "pid"),
+            argv=[str(a) for a in _list(d, "argv")],
+            cwd=_str(d, "cwd"),
+            uid=_int(d, "uid"),
+            started_at=_dt(d, "started_at"),
+            workload=_bool(d, "workload"),
+            running=_bool(d, "running"),
+            exit_code=_opt_int(d, "exit_code"),
+            signal=_opt_int(d, "signal"),
+            raw=dict(d),
+        )
 
 
 # ---------------------------------------------------------------------------------------------
