@@ -417,9 +417,7 @@ async fn connect(
     let v = live(&app, &caller, &id).await?;
     let sid = v.id.to_string();
     if v.state == SandboxState::Paused {
-        app.resume(&caller, &sid).await?;
-        let v = app.set_timeout(&caller, &sid, t.timeout.unwrap_or(DEFAULT_TIMEOUT_S)).await?;
-        return Ok((StatusCode::CREATED, axum::Json(sandbox_json(&app, &v))).into_response());
+        return resume_for(&app, &caller, &sid, t.timeout).await;
     }
     let v = match (t.timeout, v.ends_at) {
         (Some(secs), Some(ends))
@@ -446,10 +444,15 @@ async fn resume(
     if v.state != SandboxState::Paused {
         return Err(E2bError::new(StatusCode::CONFLICT, format!("sandbox {id} is not paused")));
     }
-    let sid = v.id.to_string();
-    app.resume(&caller, &sid).await?;
-    let v = app.set_timeout(&caller, &sid, t.timeout.unwrap_or(DEFAULT_TIMEOUT_S)).await?;
-    Ok((StatusCode::CREATED, axum::Json(sandbox_json(&app, &v))).into_response())
+    resume_for(&app, &caller, &v.id.to_string(), t.timeout).await
+}
+
+/// Resumes a paused sandbox with `timeout` seconds (E2B's default when none): 201 and the
+/// `Sandbox` answer.
+async fn resume_for(app: &Arc<App>, caller: &Caller, sid: &str, timeout: Option<u64>) -> E2bResult<Response> {
+    app.resume(caller, sid).await?;
+    let v = app.set_timeout(caller, sid, timeout.unwrap_or(DEFAULT_TIMEOUT_S)).await?;
+    Ok((StatusCode::CREATED, axum::Json(sandbox_json(app, &v))).into_response())
 }
 
 /// What sandpit's e2b surface does not offer (metrics, logs, snapshots, forks, network rules).

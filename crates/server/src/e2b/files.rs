@@ -106,19 +106,26 @@ fn query(req_uri: &axum::http::Uri) -> Result<FilesQuery, Response> {
         .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid query string: {e}")))
 }
 
+/// The query, the sandbox, and the proof (token or a URL signed for `operation`) of a
+/// `/files` request.
+async fn authorize(
+    app: &Arc<App>,
+    headers: &HeaderMap,
+    uri: &axum::http::Uri,
+    operation: &str,
+) -> Result<(FilesQuery, Opened), Response> {
+    let q = query(uri)?;
+    let o = open(app, headers, Proof::TokenOrSigned).await?;
+    check_signature(headers, &q, &o, operation)?;
+    Ok((q, o))
+}
+
 /// `GET /files?path=…`: the file's bytes.
 pub async fn download(State(app): State<Arc<App>>, req: Request) -> Response {
-    let q = match query(req.uri()) {
-        Ok(q) => q,
+    let (q, o) = match authorize(&app, req.headers(), req.uri(), "read").await {
+        Ok(x) => x,
         Err(r) => return r,
     };
-    let o = match open(&app, req.headers(), Proof::TokenOrSigned).await {
-        Ok(o) => o,
-        Err(r) => return r,
-    };
-    if let Err(r) = check_signature(req.headers(), &q, &o, "read") {
-        return r;
-    }
     let Some(path) = q.path.clone().filter(|p| !p.is_empty()) else {
         return error(StatusCode::BAD_REQUEST, "path is required");
     };
@@ -146,17 +153,10 @@ pub async fn download(State(app): State<Arc<App>>, req: Request) -> Response {
 
 /// `POST /files[?path=…]`: writes files, creating parents and replacing what was there.
 pub async fn upload(State(app): State<Arc<App>>, req: Request) -> Response {
-    let q = match query(req.uri()) {
-        Ok(q) => q,
+    let (q, o) = match authorize(&app, req.headers(), req.uri(), "write").await {
+        Ok(x) => x,
         Err(r) => return r,
     };
-    let o = match open(&app, req.headers(), Proof::TokenOrSigned).await {
-        Ok(o) => o,
-        Err(r) => return r,
-    };
-    if let Err(r) = check_signature(req.headers(), &q, &o, "write") {
-        return r;
-    }
     let user = user_of(&q, &o).await;
     let content_type =
         req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
