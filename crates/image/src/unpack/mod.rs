@@ -31,7 +31,7 @@ use std::cell::Cell;
 use std::collections::HashSet;
 use std::ffi::{CStr, CString};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid, XattrFlags};
@@ -360,6 +360,7 @@ impl<'r> Unpacker<'r> {
         .map_err(|e| entry_io(&meta.display, "create file", e))?;
         let mut file = std::fs::File::from(fd);
         let mut copied: u64 = 0;
+        let mut flushed: u64 = 0;
         loop {
             let n = match data.read(&mut self.buf) {
                 Ok(0) => break,
@@ -373,6 +374,10 @@ impl<'r> Unpacker<'r> {
             }
             let chunk = self.buf.get(..n).unwrap_or_default();
             file.write_all(chunk).map_err(|e| entry_io(&meta.display, "write file", e))?;
+            if copied - flushed >= WRITEBACK_CHUNK {
+                start_writeback(file.as_fd(), flushed, copied - flushed);
+                flushed = copied;
+            }
         }
         if copied != declared {
             return Err(ImageError::TruncatedEntry { entry: meta.display.clone(), declared, actual: copied });
@@ -380,6 +385,7 @@ impl<'r> Unpacker<'r> {
         self.written += copied;
         self.report.file_bytes += copied;
         self.report.files += 1;
+        start_writeback(file.as_fd(), flushed, copied - flushed);
         let fd = OwnedFd::from(file);
         self.set_owner_mode_xattrs(fd.as_fd(), meta)?;
         rustix::fs::futimens(&fd, &times(meta.mtime)).map_err(|e| entry_io(&meta.display, "set mtime", e))?;
@@ -703,6 +709,23 @@ fn times(mtime: Timespec) -> Timestamps {
 
 fn entry_io(display: &str, action: &'static str, source: impl Into<io::Error>) -> ImageError {
     ImageError::EntryIo { entry: display.to_owned(), action, source: source.into() }
+}
+
+/// Bytes of a large file written between two [`start_writeback`] calls.
+const WRITEBACK_CHUNK: u64 = 8 << 20;
+
+/// Starts writing `len` bytes of a file from `offset` to disk now, without waiting: the layer is
+/// synced as a whole before it is published (`syncfs`), and by then most of its data is on disk
+/// already, so that sync no longer waits for the whole layer. Only a hint: a failure changes
+/// nothing.
+fn start_writeback(fd: BorrowedFd<'_>, offset: u64, len: u64) {
+    if len == 0 {
+        return;
+    }
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else { return };
+    // SAFETY: `fd` is an open file descriptor for the duration of the call; sync_file_range
+    // reads no memory of ours.
+    let _ = unsafe { libc::sync_file_range(fd.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE) };
 }
 
 #[cfg(test)]
