@@ -495,7 +495,7 @@ pub fn signal(init: &InitState, target: &ProcSelector, signal: i32, group: bool)
         return Err(Failure::invalid(format!("bad signal number {signal}")));
     }
     let proc = find(init, target)?;
-    let gone = || Failure::new(ErrorCode::NoSuchProcess, format!("process {} has exited", proc.pid));
+    let gone = || Failure::new(ErrorCode::ProcessExited, format!("process {} has exited", proc.pid));
     let sent = if group {
         signal_group(proc.pid, signal)
     } else if proc.exit_status().is_some() {

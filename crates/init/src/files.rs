@@ -247,13 +247,21 @@ fn random_suffix() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// What marks the temporary files of atomic writes.
+const TEMP_MARKER: &str = ".sandpit-tmp-";
+
 /// A temporary name next to `name`, short enough for any file system.
 fn temp_name(name: &str) -> String {
     let mut keep = name.len().min(200);
     while !name.is_char_boundary(keep) {
         keep -= 1;
     }
-    format!(".{}.sandpit-tmp-{}", &name[..keep], random_suffix())
+    format!(".{}{TEMP_MARKER}{}", &name[..keep], random_suffix())
+}
+
+/// Whether `name` is the temporary file of an atomic write in progress.
+pub fn is_temp_name(name: &str) -> bool {
+    name.contains(TEMP_MARKER)
 }
 
 /// Serves `write_file`: `data` frames until `end` into a temporary file renamed over the target
@@ -644,6 +652,6 @@ mod tests {
     fn temp_names_stay_short() {
         let long = "é".repeat(200);
         let name = temp_name(&long);
-        assert!(name.len() < 255 && name.starts_with('.') && name.contains(".sandpit-tmp-"));
+        assert!(name.len() < 255 && name.starts_with('.') && is_temp_name(&name));
     }
 }

@@ -510,6 +510,8 @@ pub enum ErrorCode {
     NoSpace,
     /// No such process.
     NoSuchProcess,
+    /// The process has exited (init still lists it for a while).
+    ProcessExited,
     /// The program could not be started.
     SpawnFailed,
     /// Any other I/O error.

@@ -124,7 +124,7 @@ impl Watcher {
             };
             // The temporary files of init's own atomic writes are not news: the rename into
             // place reports the file.
-            if name.contains(".sandpit-tmp-") {
+            if crate::files::is_temp_name(&name) {
                 continue;
             }
             let rel = Self::join(&dir, &name);

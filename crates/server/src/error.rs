@@ -61,6 +61,7 @@ pub fn init_error(code: sandpit_init::protocol::ErrorCode, message: String) -> A
         C::PermissionDenied => ApiError::Forbidden { message },
         C::NoSpace => ApiError::NoCapacity { message },
         C::NoSuchProcess => ApiError::NotFound { what: "process", id: message },
+        C::ProcessExited => ApiError::Conflict { field: "pid".into(), message },
         C::InvalidArgument
         | C::NotADirectory
         | C::IsADirectory

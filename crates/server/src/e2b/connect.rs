@@ -88,7 +88,10 @@ impl RpcError {
         match e {
             RuntimeError::Init { code, message } => {
                 let code = match code {
-                    ErrorCode::NotFound | ErrorCode::NoSuchProcess => Code::NotFound,
+                    // envd answers `not_found` for a process that ended, too.
+                    ErrorCode::NotFound | ErrorCode::NoSuchProcess | ErrorCode::ProcessExited => {
+                        Code::NotFound
+                    }
                     ErrorCode::AlreadyExists => Code::AlreadyExists,
                     ErrorCode::PermissionDenied => Code::PermissionDenied,
                     ErrorCode::NoSpace => Code::ResourceExhausted,

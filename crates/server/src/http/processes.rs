@@ -23,19 +23,14 @@ fn pid_of(pid: &str) -> Result<u32, AppError> {
     pid.parse().map_err(|_| ApiError::invalid("pid", format!("{pid:?} is not a process id")).into())
 }
 
-/// What init answers about a process, worded for the API: an unknown pid is 404, one that
-/// already exited (and is still listed) 409.
+/// What init answers about a process, with the pid as the API's `not_found` names it (an
+/// exited one is 409 through [`crate::error::init_error`]).
 fn process_error(e: sandpit_runtime::RuntimeError, pid: u32) -> AppError {
-    use sandpit_init::protocol::ErrorCode;
     match e {
-        sandpit_runtime::RuntimeError::Init { code: ErrorCode::NoSuchProcess, message }
-            if message.contains("exited") =>
-        {
-            ApiError::Conflict { field: "pid".into(), message: format!("process {pid} has exited") }.into()
-        }
-        sandpit_runtime::RuntimeError::Init { code: ErrorCode::NoSuchProcess, .. } => {
-            ApiError::NotFound { what: "process", id: pid.to_string() }.into()
-        }
+        sandpit_runtime::RuntimeError::Init {
+            code: sandpit_init::protocol::ErrorCode::NoSuchProcess,
+            ..
+        } => ApiError::NotFound { what: "process", id: pid.to_string() }.into(),
         other => other.into(),
     }
 }
