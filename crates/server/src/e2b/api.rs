@@ -364,7 +364,7 @@ async fn kill(
     Path(id): Path<String>,
 ) -> E2bResult<StatusCode> {
     let v = live(&app, &caller, &id).await?;
-    app.delete(&caller, &v.id.to_string()).await?;
+    app.delete_record(v.id, "deleted").await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -401,7 +401,7 @@ async fn pause(
     if v.state == SandboxState::Paused {
         return Err(E2bError::new(StatusCode::CONFLICT, format!("sandbox {id} is already paused")));
     }
-    app.pause(&caller, &v.id.to_string()).await?;
+    app.pause_record(v.id, "paused").await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

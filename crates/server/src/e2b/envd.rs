@@ -24,6 +24,7 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq as _;
 use time::OffsetDateTime;
 
+use super::EnvdSandbox;
 use super::connect::{self, Code, RpcError};
 use crate::app::App;
 
@@ -72,16 +73,21 @@ pub enum Proof {
 /// Finds the sandbox a request addresses; 502 "was not found" unless it runs, 401 without the
 /// proof `proof` asks for. With `TokenOrSigned` a request without the header passes, and the
 /// caller checks the signature.
-pub async fn open(app: &Arc<App>, headers: &HeaderMap, proof: Proof) -> Result<Opened, Response> {
+pub async fn open(
+    app: &Arc<App>,
+    sandbox: &EnvdSandbox,
+    headers: &HeaderMap,
+    proof: Proof,
+) -> Result<Opened, Response> {
     if !app.config.enable_sandbox {
         return Err(crate::error::AppError(sandpit_types::ApiError::FeatureDisabled { feature: "sandbox" })
             .into_response());
     }
-    let id_text = super::sandbox_of(headers).unwrap_or_default();
-    let Ok(id) = id_text.parse::<SandboxId>() else { return Err(super::not_found(&id_text)) };
+    let id_text = sandbox.0.as_str();
+    let Ok(id) = id_text.parse::<SandboxId>() else { return Err(super::not_found(id_text)) };
     let record = match app.store.get_sandbox(&id).await {
         Ok(Some(r)) if r.state == SandboxState::Running => r,
-        Ok(_) => return Err(super::not_found(&id_text)),
+        Ok(_) => return Err(super::not_found(id_text)),
         Err(e) => return Err(crate::error::AppError::from(e).into_response()),
     };
     let token = super::access_token(app, &id);
@@ -98,13 +104,13 @@ pub async fn open(app: &Arc<App>, headers: &HeaderMap, proof: Proof) -> Result<O
         )
             .into_response());
     }
-    let init = app.init(&record).await.map_err(|_| super::not_found(&id_text))?;
+    let init = app.init(&record).await.map_err(|_| super::not_found(id_text))?;
     Ok(Opened { record, init, token })
 }
 
 /// `GET /health`: 204 while the sandbox runs.
-async fn health(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    match open(&app, &headers, Proof::None).await {
+async fn health(State(app): State<Arc<App>>, sandbox: EnvdSandbox, headers: HeaderMap) -> Response {
+    match open(&app, &sandbox, &headers, Proof::None).await {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(r) => r,
     }
@@ -238,10 +244,11 @@ struct ProcessInput {
 async fn process(
     State(app): State<Arc<App>>,
     Path(method): Path<String>,
+    sandbox: EnvdSandbox,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let o = match open(&app, &headers, Proof::Token).await {
+    let o = match open(&app, &sandbox, &headers, Proof::Token).await {
         Ok(o) => o,
         Err(r) => return r,
     };
@@ -472,10 +479,11 @@ struct FsRequest {
 async fn filesystem(
     State(app): State<Arc<App>>,
     Path(method): Path<String>,
+    sandbox: EnvdSandbox,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let o = match open(&app, &headers, Proof::Token).await {
+    let o = match open(&app, &sandbox, &headers, Proof::Token).await {
         Ok(o) => o,
         Err(r) => return r,
     };

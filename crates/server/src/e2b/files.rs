@@ -20,6 +20,7 @@ use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 use tokio_util::io::StreamReader;
 
+use super::EnvdSandbox;
 use super::envd::{Opened, Proof, default_user, open};
 use crate::app::App;
 
@@ -110,19 +111,20 @@ fn query(req_uri: &axum::http::Uri) -> Result<FilesQuery, Response> {
 /// `/files` request.
 async fn authorize(
     app: &Arc<App>,
+    sandbox: &EnvdSandbox,
     headers: &HeaderMap,
     uri: &axum::http::Uri,
     operation: &str,
 ) -> Result<(FilesQuery, Opened), Response> {
     let q = query(uri)?;
-    let o = open(app, headers, Proof::TokenOrSigned).await?;
+    let o = open(app, sandbox, headers, Proof::TokenOrSigned).await?;
     check_signature(headers, &q, &o, operation)?;
     Ok((q, o))
 }
 
 /// `GET /files?path=…`: the file's bytes.
-pub async fn download(State(app): State<Arc<App>>, req: Request) -> Response {
-    let (q, o) = match authorize(&app, req.headers(), req.uri(), "read").await {
+pub async fn download(State(app): State<Arc<App>>, sandbox: EnvdSandbox, req: Request) -> Response {
+    let (q, o) = match authorize(&app, &sandbox, req.headers(), req.uri(), "read").await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -152,8 +154,8 @@ pub async fn download(State(app): State<Arc<App>>, req: Request) -> Response {
 }
 
 /// `POST /files[?path=…]`: writes files, creating parents and replacing what was there.
-pub async fn upload(State(app): State<Arc<App>>, req: Request) -> Response {
-    let (q, o) = match authorize(&app, req.headers(), req.uri(), "write").await {
+pub async fn upload(State(app): State<Arc<App>>, sandbox: EnvdSandbox, req: Request) -> Response {
+    let (q, o) = match authorize(&app, &sandbox, req.headers(), req.uri(), "write").await {
         Ok(x) => x,
         Err(r) => return r,
     };

@@ -54,8 +54,10 @@ pub fn envd_router(app: Arc<App>) -> Router {
 pub async fn dispatch(envd: Router, req: Request, next: Next) -> Response {
     match target(req.headers()) {
         Target::Api => next.run(req).await,
-        Target::Envd(_) => {
+        Target::Envd(id) => {
             use tower::ServiceExt as _;
+            let mut req = req;
+            req.extensions_mut().insert(EnvdSandbox(id));
             match envd.oneshot(req).await {
                 Ok(r) => r,
                 Err(never) => match never {},
@@ -108,11 +110,19 @@ fn target(headers: &HeaderMap) -> Target {
     }
 }
 
-/// The sandbox an envd request addresses (set by the router from [`target`]).
-fn sandbox_of(headers: &HeaderMap) -> Option<String> {
-    match target(headers) {
-        Target::Envd(id) => Some(id),
-        _ => None,
+/// The sandbox an envd request addresses, as written: [`dispatch`] found it and put it in the
+/// request's extensions (empty, so unknown, if a request reached the envd router otherwise).
+#[derive(Debug, Clone, Default)]
+pub struct EnvdSandbox(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for EnvdSandbox {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(parts.extensions.get::<Self>().cloned().unwrap_or_default())
     }
 }
 
